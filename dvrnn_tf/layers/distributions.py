@@ -1,0 +1,61 @@
+"""Layers that output the parameters of diagonal Gaussians, and the `tfd` objects they define.
+
+Keras layers return tensors (so that Keras can trace, cast and serialize them); the
+distribution is built from those tensors by `diag_gaussian` or `GaussianHead.distribution`.
+"""
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+# DESIGN 2: every standard deviation is softplus(.) + eps.
+MIN_SCALE = 1e-4
+
+
+def diag_gaussian(loc: tf.Tensor, scale: tf.Tensor) -> tfd.Distribution:
+    """N(loc, diag(scale^2)) with the last axis as event.
+
+    For loc of shape [B, T, d]: batch_shape [B, T], event_shape [d].
+    """
+    return tfd.Independent(tfd.Normal(loc=loc, scale=scale), reinterpreted_batch_ndims=1)
+
+
+@keras.saving.register_keras_serializable(package="dvrnn_tf")
+class GaussianHead(keras.layers.Layer):
+    """Dense map from features to the mean and standard deviation of a diagonal Gaussian.
+
+    Input [..., d_in]; `call` returns (loc, scale), each [..., dim], with
+    scale = softplus(.) + min_scale > 0.
+    """
+
+    def __init__(self, dim: int, min_scale: float = MIN_SCALE, **kwargs):
+        super().__init__(**kwargs)
+        if int(dim) <= 0:
+            raise ValueError(f"`dim` must be a positive integer, got {dim}")
+        if not min_scale > 0:
+            raise ValueError(f"`min_scale` must be > 0, got {min_scale}")
+        self.dim = int(dim)
+        self.min_scale = float(min_scale)
+        self.loc_layer = keras.layers.Dense(self.dim, name="loc")
+        self.scale_layer = keras.layers.Dense(self.dim, name="scale")
+
+    def build(self, input_shape):
+        self.loc_layer.build(input_shape)
+        self.scale_layer.build(input_shape)
+
+    def call(self, inputs):
+        loc = self.loc_layer(inputs)
+        scale = keras.ops.softplus(self.scale_layer(inputs)) + self.min_scale
+        return loc, scale
+
+    def distribution(self, inputs) -> tfd.Distribution:
+        """The Gaussian for `inputs` [..., d_in]: batch_shape [...], event_shape [dim]."""
+        return diag_gaussian(*self(inputs))
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape[:-1]) + (self.dim,)
+        return shape, shape
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "min_scale": self.min_scale}

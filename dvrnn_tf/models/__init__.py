@@ -1,0 +1,12 @@
+"""Models, one module per family. `MODELS` maps each `--model` flag value to its class."""
+from dvrnn_tf.models.base import LatentVariableModel
+from dvrnn_tf.models.disentangled import DisentangledVRNN
+from dvrnn_tf.models.vrnn import VRNN
+
+MODELS = {
+    "vrnn": VRNN,
+    "full": DisentangledVRNN,
+    "factorized": DisentangledVRNN,
+}
+
+__all__ = ["MODELS", "DisentangledVRNN", "LatentVariableModel", "VRNN"]

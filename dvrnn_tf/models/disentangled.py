@@ -1,0 +1,163 @@
+"""The Disentangled VRNN of the first paper (section 2; DESIGN 2.2), full and factorized."""
+import keras
+import tensorflow as tf
+
+from dvrnn_tf.layers import GaussianHead, diag_gaussian, mlp
+from dvrnn_tf.models.base import check_positive
+from dvrnn_tf.models.vrnn import VRNNBase
+
+VARIANTS = ("full", "factorized")
+
+
+@keras.saving.register_keras_serializable(package="dvrnn_tf")
+class DisentangledVRNN(VRNNBase):
+    """A global content code f and per-step style codes z_t.
+
+    Content: a GRU over phi_x(x_1..x_T); its last state gives q(f | x_{1:T}) = N(., .),
+    event_shape [f_dim]; prior p(f) = N(0, I). f enters every step through phi_f(f).
+    Style: the VRNN recurrence, with
+      full:       h_t = GRU([phi_x(x_t), phi_z(z_t), phi_f(f)], h_{t-1}), so the style prior
+                  p(z_t | h_{t-1}) and posterior q(z_t | x_t, h_{t-1}) both see f;
+      factorized: h_t = GRU([phi_x(x_t), phi_z(z_t)], h_{t-1}): the style path never receives
+                  f, and q(f, z | x) = q(f | x) q(z | x).
+    In both, the decoder is p(x_t | phi_z(z_t), phi_f(f), h_{t-1}).
+    Loss per image: (nll + beta_f KL_f + beta_z sum_t KL_z,t) / T.
+
+    Args (beyond `VRNNBase`'s): variant ("full" or "factorized"), f_dim, beta_f.
+    """
+
+    def __init__(self, image_shape, variant="factorized", f_dim=20, beta_f=1.0,
+                 hidden_dim=100, **kwargs):
+        if variant not in VARIANTS:
+            raise ValueError(f"`variant` must be one of {VARIANTS}, got {variant!r}")
+        check_positive(f_dim=f_dim)
+        super().__init__(image_shape, hidden_dim=hidden_dim,
+                         _extra_kl_weights={"kl_f": beta_f},
+                         _cond_dim=hidden_dim if variant == "full" else 0, **kwargs)
+        self.variant, self.f_dim = variant, int(f_dim)
+        self.content_rnn = keras.layers.GRU(self.rnn_dim, name="content_rnn")
+        self.content = GaussianHead(self.f_dim, name="content")
+        self.phi_f = mlp([self.hidden_dim], name="phi_f")
+        self.build()
+
+    def decoder_inputs_width(self):
+        return 2 * self.hidden_dim + self.rnn_dim
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self.content_rnn.build((None, None, self.hidden_dim))
+        self.content.build((None, self.rnn_dim))
+        self.phi_f.build((None, self.f_dim))
+
+    # ---- pieces --------------------------------------------------------------------------
+
+    def content_distribution(self, feats):
+        """q(f | x_{1:T}) from phi_x features [B, T, F]: batch_shape [B], event_shape [f_dim]."""
+        return self.content.distribution(self.content_rnn(feats))
+
+    def content_prior(self, batch_size):
+        """p(f) = N(0, I): batch_shape [batch_size], event_shape [f_dim]."""
+        zeros = tf.zeros([batch_size, self.f_dim], self.compute_dtype)
+        return diag_gaussian(zeros, tf.ones_like(zeros))
+
+    def _per_step(self, phi_f):
+        """phi_f(f) [B, F] -> [B, T, F], the same content at every step."""
+        return tf.repeat(phi_f[:, None, :], self.seq_len, axis=1)
+
+    def _infer(self, x_flat, sample=True):
+        feats = self.phi_x(x_flat)
+        q_f = self.content_distribution(feats)
+        batch = tf.shape(x_flat)[0]
+        if sample:
+            f = q_f.distribution.loc + q_f.distribution.scale * self.normal_noise((batch, self.f_dim))
+            eps = self.normal_noise(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0))
+        else:
+            f = q_f.distribution.loc
+            eps = tf.zeros(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0), self.compute_dtype)
+        phi_f = self._per_step(self.phi_f(f))
+        style = self.infer_style(feats, eps, cond=phi_f)
+        return q_f, f, phi_f, style
+
+    # ---- the model ---------------------------------------------------------------------
+
+    def compute_terms(self, x, training=False):
+        x_flat = self.flatten_frames(x)
+        q_f, _, phi_f, style = self._infer(x_flat)
+        posterior_z = diag_gaussian(style["loc"], style["scale"])
+        kl_z = tf.reduce_mean(posterior_z.kl_divergence(self.prior_distribution(style["h_prev"])))
+        # KL_f is one term per sequence; per image it is shared by the T frames.
+        kl_f = tf.reduce_mean(q_f.kl_divergence(self.content_prior(tf.shape(x_flat)[0])))
+        kl_f = kl_f / tf.cast(tf.shape(x_flat)[1], kl_f.dtype)
+        params = self.decoder_params(style["phi_z"], style["h_prev"], phi_f)
+        return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z, "kl_f": kl_f}
+
+    def call(self, x, training=False):
+        return self.reconstruct(x)
+
+    def encode(self, x):
+        """Posteriors of f ([B, f_dim]) and z_{1:T} ([B, T, z_dim]): loc, scale, sample."""
+        q_f, f, _, style = self._infer(self.flatten_frames(x))
+        return {"f_loc": q_f.distribution.loc, "f_scale": q_f.distribution.scale, "f_sample": f,
+                "z_loc": style["loc"], "z_scale": style["scale"], "z_sample": style["z"]}
+
+    def reconstruct(self, x):
+        """The decoder's mean at the posterior means of f and z: [B, T, H, W, C]."""
+        x_flat = self.flatten_frames(x)
+        _, _, phi_f, style = self._infer(x_flat, sample=False)
+        params = self.decoder_params(style["phi_z"], style["h_prev"], phi_f)
+        return self.unflatten_frames(self.likelihood.mean(params))
+
+    def decode(self, f, z=None):
+        """Images from content f and style z through the generative recurrence.
+
+        f: [n, f_dim] (one content per sequence) or [n, T, f_dim] (one per step);
+        z: [n, T, z_dim], or None to draw each z_t from the prior p(z_t | h_{t-1}).
+        Returns [n, T, H, W, C].
+        """
+        f = tf.convert_to_tensor(f, self.compute_dtype)
+        phi_f = self.phi_f(f)
+        if f.shape.rank == 2:
+            phi_f = self._per_step(phi_f)
+        return self.run_generative(tf.shape(f)[0], z=z, phi_f=phi_f)
+
+    def sample_content(self, n):
+        """f ~ p(f): [n, f_dim]."""
+        return self.normal_noise((n, self.f_dim))
+
+    def generate(self, n):
+        """n sequences with f ~ p(f) and z_t ~ p(z_t | h_{t-1})."""
+        return self.decode(self.sample_content(n))
+
+    def generate_fixed_content(self, n):
+        """One f ~ p(f) for all n sequences, fresh z per sequence (paper Fig. 4 bottom)."""
+        return self.decode(tf.repeat(self.sample_content(1), n, axis=0))
+
+    def generate_fixed_style(self, n):
+        """Per sequence one z ~ N(0, I) used at every step, a fresh f at each step (Fig. 4 top)."""
+        z = tf.repeat(self.normal_noise((n, 1, self.z_dim)), self.seq_len, axis=1)
+        f = self.normal_noise((n, self.seq_len, self.f_dim))
+        return self.decode(f, z)
+
+    def swap(self, x_content, x_style):
+        """f of each sequence in x_content decoded with the z_{1:T} of the one in x_style (means)."""
+        a, b = self.encode(x_content), self.encode(x_style)
+        return self.decode(a["f_loc"], b["z_loc"])
+
+    def interpolate(self, x_a, x_b, steps=8, code="f"):
+        """Decode `steps` points on the line from A's code to B's (the other code kept from A).
+
+        x_a, x_b: [1, T, H, W, C]; code: "f" or "z". Returns [steps, T, H, W, C].
+        """
+        if code not in ("f", "z"):
+            raise ValueError(f"`code` must be 'f' or 'z', got {code!r}")
+        a, b = self.encode(x_a), self.encode(x_b)
+        w = tf.linspace(0.0, 1.0, steps)
+        f, z = tf.repeat(a["f_loc"], steps, 0), tf.repeat(a["z_loc"], steps, 0)
+        if code == "f":
+            f = (1 - w[:, None]) * a["f_loc"] + w[:, None] * b["f_loc"]
+        else:
+            z = (1 - w[:, None, None]) * a["z_loc"] + w[:, None, None] * b["z_loc"]
+        return self.decode(f, z)
+
+    def get_config(self):
+        return {**super().get_config(), "variant": self.variant, "f_dim": self.f_dim}

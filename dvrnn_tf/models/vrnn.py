@@ -1,0 +1,153 @@
+"""The Variational RNN (Chung et al. 2015; DESIGN 2.1)."""
+import keras
+import tensorflow as tf
+
+from dvrnn_tf.cells import VRNNCell
+from dvrnn_tf.layers import GaussianHead, diag_gaussian, mlp
+from dvrnn_tf.models.base import LatentVariableModel, check_positive
+
+
+class VRNNBase(LatentVariableModel):
+    """The VRNN's layers and recurrences, shared by `VRNN` and the Disentangled VRNN.
+
+    Concrete (leaf) models call `self.build()` at the end of their `__init__`: every shape
+    is known from the constructor, so weights exist from the start.
+
+    Args (beyond `LatentVariableModel`'s):
+      hidden_dim: width of every feature MLP (phi_x, phi_z, prior, posterior, decoder).
+      rnn_dim: GRU state size.
+      z_dim: style code size per step.
+      beta_z: weight of KL_z: a float, a `KLWeight`, or its serialized form.
+    """
+
+    def __init__(self, image_shape, seq_len=8, hidden_dim=100, rnn_dim=100, z_dim=3,
+                 beta_z=1.0, likelihood="bernoulli", clip_norm=10.0, seed=None,
+                 _extra_kl_weights=None, _cond_dim=0, **kwargs):
+        check_positive(hidden_dim=hidden_dim, rnn_dim=rnn_dim, z_dim=z_dim)
+        super().__init__(image_shape, seq_len=seq_len, likelihood=likelihood,
+                         clip_norm=clip_norm, seed=seed,
+                         kl_weights={"kl_z": beta_z, **(_extra_kl_weights or {})}, **kwargs)
+        self.hidden_dim, self.rnn_dim, self.z_dim = int(hidden_dim), int(rnn_dim), int(z_dim)
+        h = self.hidden_dim
+        self.phi_x = mlp([h, h], name="phi_x")
+        self.cell = VRNNCell(rnn_dim=self.rnn_dim, z_dim=self.z_dim, feature_dim=h,
+                             hidden_dim=h, cond_dim=_cond_dim, name="vrnn_cell")
+        self.rnn = keras.layers.RNN(self.cell, return_sequences=True, name="style_rnn")
+        self.prior_net = mlp([h], name="prior_net")
+        self.prior = GaussianHead(self.z_dim, name="prior")
+        self.decoder_net = mlp([h, h], name="decoder_net")
+        self.decoder_out = keras.layers.Dense(
+            self.x_dim * self.likelihood.params_per_pixel, name="decoder_out")
+
+    # ---- building blocks, shared with the Disentangled VRNN ----------------------------
+
+    def decoder_inputs_width(self):
+        return self.hidden_dim + self.rnn_dim
+
+    def build(self, input_shape=None):
+        h = self.hidden_dim
+        self.phi_x.build((None, None, self.x_dim))
+        self.rnn.build((None, None, self.cell.input_dim))
+        self.prior_net.build((None, None, self.rnn_dim))
+        self.prior.build((None, None, h))
+        self.decoder_net.build((None, None, self.decoder_inputs_width()))
+        self.decoder_out.build((None, None, h))
+        self.built = True
+
+    def infer_style(self, feats, eps, cond=None):
+        """Run the inference recurrence.
+
+        feats: phi_x(x) [B, T, F]; eps: [B, T, z_dim] noise (zeros give posterior means);
+        cond: [B, T, cond_dim] or None. Returns the dict of `VRNNCell.split_output`, each [B, T, .].
+        """
+        inputs = [feats, eps] + ([cond] if self.cell.cond_dim else [])
+        return self.cell.split_output(self.rnn(tf.concat(inputs, axis=-1)))
+
+    def decoder_params(self, phi_z, h_prev, phi_f=None):
+        """Parameters of p(x_t | .) from [phi_z(z_t), (phi_f(f)), h_{t-1}]; [..., params * D]."""
+        parts = [phi_z] + ([phi_f] if phi_f is not None else []) + [h_prev]
+        return self.decoder_out(self.decoder_net(tf.concat(parts, axis=-1)))
+
+    def prior_distribution(self, h_prev):
+        """p(z_t | h_{t-1}): batch_shape h_prev.shape[:-1], event_shape [z_dim]."""
+        return self.prior.distribution(self.prior_net(h_prev))
+
+    def run_generative(self, n, z=None, phi_f=None, eps=None):
+        """The generative recurrence for T = seq_len steps.
+
+        z: [n, T, z_dim] style codes to decode, or None to draw z_t from the prior p(z_t | h_{t-1});
+        phi_f: [n, T, F] content features per step, or None (VRNN).
+        The decoded mean of each frame is fed back as x_t. Returns images [n, T, H, W, C].
+        """
+        if z is None and eps is None:
+            eps = self.normal_noise((n, self.seq_len, self.z_dim))
+        h = tf.zeros([n, self.rnn_dim], dtype=self.compute_dtype)
+        no_cond = tf.zeros([n, 0], dtype=self.compute_dtype)
+        frames = []
+        for t in range(self.seq_len):  # T is static: a short unrolled loop
+            if z is None:
+                loc, scale = self.prior(self.prior_net(h))
+                z_t = loc + scale * eps[:, t]
+            else:
+                z_t = z[:, t]
+            phi_z = self.cell.phi_z(z_t)
+            f_t = None if phi_f is None else phi_f[:, t]
+            x_t = tf.cast(self.likelihood.mean(self.decoder_params(phi_z, h, f_t)),
+                          self.compute_dtype)
+            cond = f_t if self.cell.cond_dim else no_cond
+            h = self.cell.transition(self.phi_x(x_t), phi_z, cond, h)
+            frames.append(x_t)
+        return self.unflatten_frames(tf.stack(frames, axis=1))
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim,
+                "rnn_dim": self.rnn_dim, "z_dim": self.z_dim}
+
+
+@keras.saving.register_keras_serializable(package="dvrnn_tf")
+class VRNN(VRNNBase):
+    """VRNN over image sequences.
+
+    Generative model, per step t (h_0 = 0):
+      z_t ~ p(z_t | h_{t-1}) = N(mu_0(h_{t-1}), sigma_0(h_{t-1}))
+      x_t ~ p(x_t | z_t, h_{t-1}), decoded from [phi_z(z_t), h_{t-1}]
+      h_t = GRU([phi_x(x_t), phi_z(z_t)], h_{t-1})
+    Inference: q(z_t | x_t, h_{t-1}) (`VRNNCell`).
+    Loss per image: -log p(x_t | .) + beta_z * KL(q(z_t) || p(z_t)), averaged over t.
+    Arguments: those of `VRNNBase`.
+    """
+
+    def __init__(self, image_shape, **kwargs):
+        super().__init__(image_shape, **kwargs)
+        self.build()
+
+    def compute_terms(self, x, training=False):
+        x_flat = self.flatten_frames(x)
+        eps = self.normal_noise(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0))
+        style = self.infer_style(self.phi_x(x_flat), eps)
+        posterior = diag_gaussian(style["loc"], style["scale"])
+        kl_z = tf.reduce_mean(posterior.kl_divergence(self.prior_distribution(style["h_prev"])))
+        params = self.decoder_params(style["phi_z"], style["h_prev"])
+        return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z}
+
+    def call(self, x, training=False):
+        """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""
+        return self.reconstruct(x)
+
+    def encode(self, x):
+        """Posterior of z_{1:T}: loc, scale and a sample, each [B, T, z_dim]."""
+        x_flat = self.flatten_frames(x)
+        shape = tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0)
+        style = self.infer_style(self.phi_x(x_flat), self.normal_noise(shape))
+        return {"z_loc": style["loc"], "z_scale": style["scale"], "z_sample": style["z"]}
+
+    def reconstruct(self, x):
+        x_flat = self.flatten_frames(x)
+        style = self.infer_style(self.phi_x(x_flat), tf.zeros(
+            tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0), self.compute_dtype))
+        params = self.decoder_params(style["phi_z"], style["h_prev"])
+        return self.unflatten_frames(self.likelihood.mean(params))
+
+    def generate(self, n):
+        """n sequences from the prior: [n, T, H, W, C]."""
+        return self.run_generative(n)

@@ -1,0 +1,65 @@
+"""Observation models p(x_t | .) over flattened pixels, as `tfd` distributions.
+
+A decoder emits `params_per_pixel * D` numbers per time step; `distribution(params)` turns
+them into a distribution with event_shape [D] (batch_shape the leading axes of `params`).
+"""
+import dataclasses
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+@dataclasses.dataclass(frozen=True)
+class Likelihood:
+    """One observation model.
+
+    name: the flag value.
+    binarize: whether the data pipeline binarizes pixels (dynamic in training, fixed-seed in
+      evaluation) for this likelihood; only then is the loss a density in nats.
+    params_per_pixel: decoder outputs per pixel.
+    """
+
+    name: str
+    binarize: bool
+    params_per_pixel: int = 1
+
+    def distribution(self, params: tf.Tensor) -> tfd.Distribution:
+        """params [..., params_per_pixel * D] -> distribution with event_shape [D]."""
+        if self.name in ("bernoulli", "bce"):
+            # For "bce" the targets are grey levels: Bernoulli.log_prob is then the
+            # negative cross-entropy of the first paper, not a density.
+            base = tfd.Bernoulli(logits=params, dtype=params.dtype)
+        elif self.name == "continuous_bernoulli":
+            base = tfd.ContinuousBernoulli(logits=params)
+        elif self.name == "gaussian":
+            loc, raw_scale = tf.split(params, 2, axis=-1)
+            base = tfd.Normal(loc=tf.sigmoid(loc), scale=tf.nn.softplus(raw_scale) + 1e-3)
+        else:  # pragma: no cover - guarded by get_likelihood
+            raise ValueError(self.name)
+        return tfd.Independent(base, reinterpreted_batch_ndims=1)
+
+    def mean(self, params: tf.Tensor) -> tf.Tensor:
+        """The expected image in [0, 1], shape [..., D]."""
+        if self.name in ("bernoulli", "bce"):
+            return tf.sigmoid(params)
+        if self.name == "gaussian":
+            return tf.sigmoid(tf.split(params, 2, axis=-1)[0])
+        return tf.clip_by_value(self.distribution(params).mean(), 0.0, 1.0)
+
+
+LIKELIHOODS = {
+    "bernoulli": Likelihood("bernoulli", binarize=True),
+    "bce": Likelihood("bce", binarize=False),
+    "continuous_bernoulli": Likelihood("continuous_bernoulli", binarize=False),
+    "gaussian": Likelihood("gaussian", binarize=False, params_per_pixel=2),
+}
+
+
+def get_likelihood(name: str) -> Likelihood:
+    try:
+        return LIKELIHOODS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown likelihood {name!r}; allowed: {', '.join(LIKELIHOODS)}") from None

@@ -1,0 +1,35 @@
+"""Shared fixtures: where MNIST's original files are, and where tfds may prepare it.
+
+MNIST is never downloaded by the tests: they read the four original files from
+``../shared/data/mnist`` (or ``$DVRNN_MNIST_DIR``) and let tfds prepare them offline
+into a cache outside the tracked tree.
+"""
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _mnist_manual_dir() -> pathlib.Path:
+    return pathlib.Path(
+        os.environ.get("DVRNN_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist")
+    ).resolve()
+
+
+@pytest.fixture(scope="session")
+def mnist_dirs():
+    """(data_dir, manual_dir) for an offline ``load_split("mnist", ...)``.
+
+    Fails, never skips, when the shared files are missing: CI must not pass
+    without having trained on real MNIST.
+    """
+    manual_dir = _mnist_manual_dir()
+    if not (manual_dir / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"MNIST's original files are not in {manual_dir}; set DVRNN_MNIST_DIR")
+    data_dir = pathlib.Path(
+        os.environ.get("DVRNN_DATA_DIR", ROOT / ".cache" / "tensorflow_datasets")
+    ).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return str(data_dir), str(manual_dir)
