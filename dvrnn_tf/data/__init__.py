@@ -3,3 +3,6 @@ from dvrnn_tf.data.sources import (DataUnavailableError, ImageSet, available_dat
                                    load_split)
 
 __all__ = ["DataUnavailableError", "ImageSet", "available_datasets", "load_split"]
+from dvrnn_tf.data.sequences import BINARIZE, LAYOUTS, SequenceSampler
+
+__all__ += ["BINARIZE", "LAYOUTS", "SequenceSampler"]

@@ -157,10 +157,10 @@ def _load_tfds(name: str, split: str, data_dir, manual_dir) -> ImageSet:
     if "image" not in features or not isinstance(label, tfds.features.ClassLabel):
         raise ValueError(f"data set {name!r} has no 'image' and class 'label' features "
                          f"({sorted(features.keys())}): it is not labelled image classification")
-    shape = features["image"].shape
-    if None in shape:
-        raise ValueError(f"data set {name!r} has images of varying size {shape}; only fixed-size "
-                         "images can be stacked into sequences")
+    shape, dtype = features["image"].shape, np.dtype(features["image"].np_dtype)
+    if None in shape or dtype != np.uint8:
+        raise ValueError(f"data set {name!r} has {dtype} images of shape {shape}; only uint8 "
+                         "images of one fixed size can be stacked into sequences")
     if not builder.is_prepared():
         _prepare(builder, name, data_dir, manual_dir)
     if split not in builder.info.splits:

@@ -1,5 +1,6 @@
 """Models, one module per family. `MODELS` maps each `--model` flag value to its class."""
 from dvrnn_tf.models.base import LatentVariableModel
+from dvrnn_tf.models.beta_vae import BetaVAE
 from dvrnn_tf.models.disentangled import DisentangledVRNN
 from dvrnn_tf.models.vrnn import VRNN
 
@@ -7,6 +8,7 @@ MODELS = {
     "vrnn": VRNN,
     "full": DisentangledVRNN,
     "factorized": DisentangledVRNN,
+    "beta_vae": BetaVAE,
 }
 
-__all__ = ["MODELS", "DisentangledVRNN", "LatentVariableModel", "VRNN"]
+__all__ = ["MODELS", "BetaVAE", "DisentangledVRNN", "LatentVariableModel", "VRNN"]

@@ -53,6 +53,9 @@ class LatentVariableModel(keras.Model):
         self.clip_norm = float(clip_norm)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        # Tracked as a weight so that checkpoints, `.keras` files and BackupAndRestore carry
+        # the noise state: a resumed run then draws the noise the uninterrupted one drew.
+        self._track_variable(self.seed_generator.state)
         self.kl_weights = {k: deserialize(v) for k, v in (kl_weights or {}).items()}
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
 
@@ -132,7 +135,8 @@ class LatentVariableModel(keras.Model):
 
     def train_step(self, data):
         x = images_from_data(data)
-        step = self.optimizer.iterations
+        # A snapshot: the variable itself would read one step later after `apply`.
+        step = tf.identity(self.optimizer.iterations)
         with tf.GradientTape() as tape:
             terms = {k: tf.cast(v, tf.float32) for k, v in self.compute_terms(x, training=True).items()}
             loss = self.total_loss(terms, step)

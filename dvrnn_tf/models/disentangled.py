@@ -94,9 +94,16 @@ class DisentangledVRNN(VRNNBase):
     def call(self, x, training=False):
         return self.reconstruct(x)
 
-    def encode(self, x):
-        """Posteriors of f ([B, f_dim]) and z_{1:T} ([B, T, z_dim]): loc, scale, sample."""
-        q_f, f, _, style = self._infer(self.flatten_frames(x))
+    def encode(self, x, sample=True):
+        """Posteriors of f ([B, f_dim]) and z_{1:T} ([B, T, z_dim]): loc, scale, sample.
+
+        z_t's posterior depends on z_{<t} (and, in *full*, on f) through h_{t-1}: with
+        sample=True the locs are those along a sampled path, so they vary from call to call;
+        with sample=False the path runs through the means (f = f_loc, z_t = z_loc_t, as in
+        `reconstruct`), every output is deterministic and the samples equal the locs.
+        """
+        # Fix (tests/test_vrnn.py): `sample` added; swap/interpolate use the deterministic means.
+        q_f, f, _, style = self._infer(self.flatten_frames(x), sample=sample)
         return {"f_loc": q_f.distribution.loc, "f_scale": q_f.distribution.scale, "f_sample": f,
                 "z_loc": style["loc"], "z_scale": style["scale"], "z_sample": style["z"]}
 
@@ -140,7 +147,8 @@ class DisentangledVRNN(VRNNBase):
 
     def swap(self, x_content, x_style):
         """f of each sequence in x_content decoded with the z_{1:T} of the one in x_style (means)."""
-        a, b = self.encode(x_content), self.encode(x_style)
+        # Fix: encode(sample=False), else the "means" of z followed a random path (and a random f).
+        a, b = self.encode(x_content, sample=False), self.encode(x_style, sample=False)
         return self.decode(a["f_loc"], b["z_loc"])
 
     def interpolate(self, x_a, x_b, steps=8, code="f"):
@@ -150,7 +158,8 @@ class DisentangledVRNN(VRNNBase):
         """
         if code not in ("f", "z"):
             raise ValueError(f"`code` must be 'f' or 'z', got {code!r}")
-        a, b = self.encode(x_a), self.encode(x_b)
+        # Fix: deterministic means, as in `swap`.
+        a, b = self.encode(x_a, sample=False), self.encode(x_b, sample=False)
         w = tf.linspace(0.0, 1.0, steps)
         f, z = tf.repeat(a["f_loc"], steps, 0), tf.repeat(a["z_loc"], steps, 0)
         if code == "f":

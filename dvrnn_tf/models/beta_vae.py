@@ -1,0 +1,123 @@
+"""The beta-VAE of the first paper's section 4.1 (DESIGN 2.3): MLP encoder and decoder.
+
+It models single images. Fed the same sequence batches as the VRNN models, x [B, T, H, W, C],
+it treats the B*T frames as independent images, so one data pipeline, one `fit` and one
+export path serve every model.
+"""
+import keras
+import tensorflow as tf
+
+from dvrnn_tf.layers import GaussianHead, diag_gaussian, mlp
+from dvrnn_tf.models.base import LatentVariableModel, check_positive
+
+
+@keras.saving.register_keras_serializable(package="dvrnn_tf")
+class BetaVAE(LatentVariableModel):
+    """beta-VAE (Higgins et al. 2017) with an optional capacity schedule (Burgess et al. 2018).
+
+    Generative model, per frame: z ~ p(z) = N(0, I) (event_shape [z_dim]),
+      x ~ p(x | z), decoded from z by an MLP [hidden, hidden] and a Dense layer.
+    Inference: q(z | x) = N(mu(x), sigma(x)) from an MLP [hidden, hidden] and a `GaussianHead`.
+    Loss per image: -log p(x | z) + beta_z.penalty(KL(q(z | x) || p(z)), step); with a
+    `Capacity` weight this is the paper's "continual capacity increment", gamma * |KL - C|.
+
+    Args (beyond `LatentVariableModel`'s):
+      hidden_dim: width of the encoder's and decoder's hidden layers.
+      z_dim: latent size (2 by default, so the latent space can be drawn: paper Fig. 3).
+      beta_z: weight of KL_z: a float (constant beta), a `KLWeight`, or its serialized form.
+    """
+
+    def __init__(self, image_shape, seq_len=8, hidden_dim=512, z_dim=2, beta_z=1.0,
+                 likelihood="bernoulli", clip_norm=10.0, seed=None, **kwargs):
+        check_positive(hidden_dim=hidden_dim, z_dim=z_dim)
+        super().__init__(image_shape, seq_len=seq_len, likelihood=likelihood,
+                         clip_norm=clip_norm, seed=seed, kl_weights={"kl_z": beta_z}, **kwargs)
+        self.hidden_dim, self.z_dim = int(hidden_dim), int(z_dim)
+        h = self.hidden_dim
+        self.encoder_net = mlp([h, h], name="encoder_net")
+        self.posterior = GaussianHead(self.z_dim, name="posterior")
+        self.decoder_net = mlp([h, h], name="decoder_net")
+        self.decoder_out = keras.layers.Dense(
+            self.x_dim * self.likelihood.params_per_pixel, name="decoder_out")
+        self.build()
+
+    def build(self, input_shape=None):
+        # Every shape is known from the constructor: weights exist before the first call,
+        # so `load_model` and `summary` work on a fresh model.
+        h = self.hidden_dim
+        self.encoder_net.build((None, None, self.x_dim))
+        self.posterior.build((None, None, h))
+        self.decoder_net.build((None, None, self.z_dim))
+        self.decoder_out.build((None, None, h))
+        self.built = True
+
+    # ---- distributions -----------------------------------------------------------------
+
+    def posterior_params(self, x_flat):
+        """q(z | x) for x_flat [..., D]: (loc, scale), each [..., z_dim]."""
+        return self.posterior(self.encoder_net(x_flat))
+
+    def posterior_distribution(self, x_flat):
+        """q(z | x): batch_shape x_flat.shape[:-1], event_shape [z_dim]."""
+        return diag_gaussian(*self.posterior_params(x_flat))
+
+    def prior_distribution(self, batch_shape):
+        """p(z) = N(0, I): batch_shape `batch_shape`, event_shape [z_dim]."""
+        zeros = tf.zeros(tf.concat([batch_shape, [self.z_dim]], 0), self.compute_dtype)
+        return diag_gaussian(zeros, tf.ones_like(zeros))
+
+    def decoder_params(self, z):
+        """Parameters of p(x | z) for z [..., z_dim]: [..., params_per_pixel * D]."""
+        return self.decoder_out(self.decoder_net(z))
+
+    def likelihood_distribution(self, z):
+        """p(x | z) over flattened pixels: batch_shape z.shape[:-1], event_shape [D]."""
+        return self.likelihood.distribution(tf.cast(self.decoder_params(z), tf.float32))
+
+    # ---- the model -----------------------------------------------------------------------
+
+    def compute_terms(self, x, training=False):
+        x_flat = self.flatten_frames(x)
+        loc, scale = self.posterior_params(x_flat)
+        z = loc + scale * self.normal_noise(tf.shape(loc))  # reparameterized: gradients reach q
+        posterior = diag_gaussian(loc, scale)
+        # Analytic KL per frame [B, T], averaged: nats per image like every model here.
+        kl_z = tf.reduce_mean(posterior.kl_divergence(self.prior_distribution(tf.shape(loc)[:-1])))
+        return {"nll": self.nll_per_image(self.decoder_params(z), x_flat), "kl_z": kl_z}
+
+    def call(self, x, training=False):
+        """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""
+        return self.reconstruct(x)
+
+    def encode(self, x):
+        """Posterior of each frame's z: loc, scale and a sample, each [B, T, z_dim]."""
+        loc, scale = self.posterior_params(self.flatten_frames(x))
+        return {"z_loc": loc, "z_scale": scale,
+                "z_sample": loc + scale * self.normal_noise(tf.shape(loc))}
+
+    def reconstruct(self, x):
+        """The decoder's mean at the posterior means: [B, T, H, W, C]."""
+        loc, _ = self.posterior_params(self.flatten_frames(x))
+        return self.decode(loc)
+
+    def decode(self, z):
+        """The decoder's mean image for each code.
+
+        z: [n, T, z_dim] (as the other models' codes) -> [n, T, H, W, C], or
+           [n, z_dim] (single images) -> [n, H, W, C]; any leading axes work alike.
+        """
+        z = tf.convert_to_tensor(z, self.compute_dtype)
+        mean = tf.cast(self.likelihood.mean(self.decoder_params(z)), self.compute_dtype)
+        return tf.reshape(mean, tf.concat([tf.shape(z)[:-1], self.image_shape], 0))
+
+    def sample_prior(self, n):
+        """z ~ p(z) for n sequences of T = seq_len frames: [n, T, z_dim]."""
+        return self.normal_noise((n, self.seq_len, self.z_dim))
+
+    def generate(self, n):
+        """n sequences of independent prior samples, decoded: [n, T, H, W, C]."""
+        return self.decode(self.sample_prior(n))
+
+    def get_config(self):
+        # The base class adds image_shape, seq_len, likelihood, clip_norm, seed and beta_z.
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "z_dim": self.z_dim}

@@ -1,0 +1,82 @@
+"""Train a model: `python -m dvrnn_tf.train --model=factorized --flagfile=flags/factorized.flags`.
+
+One flag per field of `dvrnn_tf.training.TrainConfig` (see `--helpfull`); bounds and
+allowed values are checked before any work is done.
+"""
+import dataclasses
+import os
+import sys
+
+# TensorFlow's C++ start-up chatter is not for users of a command line tool.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+from dvrnn_tf.training.config import TrainConfig  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    for f in dataclasses.fields(TrainConfig):
+        meta, default = f.metadata, f.default
+        if meta.get("choices"):
+            flags.DEFINE_enum(f.name, default, list(meta["choices"]), meta["help"])
+        elif isinstance(default, bool):
+            flags.DEFINE_bool(f.name, default, meta["help"])
+        elif isinstance(default, int):
+            flags.DEFINE_integer(f.name, default, meta["help"], lower_bound=meta.get("lower"))
+        elif isinstance(default, float):
+            flags.DEFINE_float(f.name, default, meta["help"], lower_bound=meta.get("lower"))
+        else:
+            flags.DEFINE_string(f.name, default, meta["help"])
+
+
+_define_flags()
+
+
+def config_from_flags() -> TrainConfig:
+    return TrainConfig(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainConfig)})
+
+
+def main(argv):
+    if not FLAGS["verbosity"].present:  # absl logs INFO to stderr by default
+        logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = config_from_flags()
+    except ValueError as e:  # before any work: nothing has been read or written
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    from dvrnn_tf.data import DataUnavailableError
+    from dvrnn_tf.training import RunDirError, train
+    try:
+        payload = train(config)
+    except (ValueError, DataUnavailableError, RunDirError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    _print_outputs(config, payload)
+    return 0
+
+
+def _print_outputs(config, payload):
+    from dvrnn_tf.training import RunDir
+    from dvrnn_tf.training.loop import _abspath
+
+    run = RunDir(_abspath(config.run_dir))
+    terms = ", ".join(f"{k}={v:.3f}" for k, v in payload["per_image_nats"].items())
+    print(f"\nHeld-out ({payload['split']}, {payload['num_sequences']} sequences), nats per image: "
+          f"{terms}; -ELBO {payload['neg_elbo_per_image']:.3f}")
+    print(f"Run directory: {run.root}")
+    for label, path in [("resolved flags", run.flags), ("metrics", run.metrics),
+                        ("checkpoints", run.checkpoints), ("resume state", run.backup),
+                        ("TensorBoard logs", run.logs), ("SavedModel", run.saved_model)]:
+        print(f"  {label:17s} {path}")
+    for name, path in payload.get("figures", {}).items():
+        print(f"  {'figure ' + name:17s} {path}")
+    print(f"  (tensorboard --logdir {run.logs})")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,12 @@
+"""The training library behind `python -m dvrnn_tf.train` (which only parses flags)."""
+from dvrnn_tf.training.config import MODEL_NAMES, TrainConfig, validate
+from dvrnn_tf.training.run_dir import RunDir, RunDirError, write_json_atomic
+
+__all__ = ["MODEL_NAMES", "RunDir", "RunDirError", "TrainConfig", "train", "validate",
+           "write_json_atomic"]
+
+
+def train(config, callbacks=(), verbose="auto"):
+    """Run `config` end to end (see `dvrnn_tf.training.loop.train`)."""
+    from dvrnn_tf.training.loop import train as _train
+    return _train(config, callbacks=callbacks, verbose=verbose)

@@ -1,0 +1,99 @@
+"""Everything a training run is determined by, in one table.
+
+`TrainConfig`'s fields are the training binary's flags: `dvrnn_tf.train` defines one absl
+flag per field from the metadata here (help, bounds, allowed values), and the same metadata
+validates a config built in Python, so the binary and the library reject the same values
+with the same words.
+"""
+import dataclasses
+import json
+from dataclasses import field
+
+from dvrnn_tf.objectives import LIKELIHOODS, SCHEDULES
+
+MODEL_NAMES = ("vrnn", "full", "factorized", "beta_vae")
+JIT_CHOICES = ("auto", "true", "false")
+
+
+def _f(default, help, lower=None, choices=None, upper=None):
+    return field(default=default, metadata=dict(help=help, lower=lower, upper=upper, choices=choices))
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # what to train
+    model: str = _f("factorized", "Model family.", choices=MODEL_NAMES)
+    likelihood: str = _f("bernoulli", "Observation model p(x_t | .); `bernoulli` binarizes the "
+                         "data dynamically and is the one whose loss is in nats.",
+                         choices=tuple(LIKELIHOODS))
+    hidden_dim: int = _f(100, "Width of every feature MLP.", lower=1)
+    rnn_dim: int = _f(100, "GRU state size (VRNN models).", lower=1)
+    z_dim: int = _f(3, "Style code size per step (the beta-VAE's latent size).", lower=1)
+    f_dim: int = _f(20, "Content code size (Disentangled VRNN).", lower=1)
+    # KL weights, one schedule per term
+    beta_z: float = _f(1.0, "Weight of KL_z (constant or warm-up schedules).", lower=0.0)
+    beta_f: float = _f(1.0, "Weight of KL_f (constant or warm-up schedules).", lower=0.0)
+    kl_z_schedule: str = _f("constant", "Schedule of KL_z.", choices=tuple(SCHEDULES))
+    kl_f_schedule: str = _f("constant", "Schedule of KL_f.", choices=tuple(SCHEDULES))
+    warmup_steps: int = _f(1000, "Steps of the linear warm-up of a beta.", lower=0)
+    capacity_gamma: float = _f(100.0, "gamma of the capacity objective gamma*|KL - C|.", lower=0.0)
+    capacity_z: float = _f(5.0, "C_max of KL_z, nats per image (capacity schedule).", lower=0.0)
+    capacity_f: float = _f(5.0, "C_max of KL_f, nats per image (capacity schedule).", lower=0.0)
+    capacity_steps: int = _f(10000, "Steps over which C rises linearly from 0 to C_max.", lower=0)
+    # data
+    dataset: str = _f("digits", "`digits` (embedded, offline), `mnist`, or another tfds "
+                      "image-classification set by name.")
+    data_dir: str = _f("", "Where tfds keeps prepared data sets (default: tfds's own).")
+    manual_dir: str = _f("", "A folder with the data set's original files, from which tfds "
+                         "prepares it offline (e.g. ../shared/data/mnist).")
+    layout: str = _f("sequences", "`sequences`: T same-class images; `rows`: an image's rows "
+                     "are the time steps.", choices=("sequences", "rows"))
+    seq_len: int = _f(8, "T, images per sequence (`rows`: must equal the image height).", lower=1)
+    # optimization
+    batch_size: int = _f(128, "Global batch size in sequences (split across replicas).", lower=1)
+    epochs: int = _f(10, "Passes over the training sequences.", lower=1)
+    steps_per_epoch: int = _f(0, "Optimizer steps per epoch; 0: one pass over the data.", lower=0)
+    learning_rate: float = _f(1e-3, "Adam learning rate.", lower=0.0)
+    clip_norm: float = _f(10.0, "Global gradient-norm clip before each update; 0: off.", lower=0.0)
+    seed: int = _f(0, "Seeds data sampling, initialization and latent noise.", lower=0)
+    jit_compile: str = _f("auto", "XLA for the train step (`auto` is off on CPU).",
+                          choices=JIT_CHOICES)
+    deterministic: bool = _f(False, "Enable TF op determinism (turns XLA off).")
+    # outputs
+    run_dir: str = _f("runs/default", "Run directory: flags, checkpoints, logs, SavedModel, figures.")
+    overwrite: bool = _f(False, "Replace a run directory that was made with other flags.")
+    export: bool = _f(True, "Write the SavedModel at the end.")
+    figures: bool = _f(True, "Write figures (PNG and TensorBoard) at the end and per epoch.")
+
+    def __post_init__(self):
+        validate(self)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    # Fields that may change between a run and its resumption.
+    RESUMABLE_CHANGES = ("epochs", "overwrite", "run_dir", "export", "figures", "data_dir",
+                         "manual_dir")
+
+    def identity(self) -> dict:
+        """The fields that define the run: a run directory is reused only if these match."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in self.RESUMABLE_CHANGES}
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise ValueError naming the first field whose value is not allowed."""
+    for f in dataclasses.fields(config):
+        value, meta = getattr(config, f.name), f.metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ValueError(f"--{f.name}={value!r} is not allowed; allowed: "
+                             f"{', '.join(meta['choices'])}")
+        if meta.get("lower") is not None and value < meta["lower"]:
+            raise ValueError(f"--{f.name}={value} is not allowed; it must be >= {meta['lower']}")
+    if config.learning_rate <= 0:
+        raise ValueError(f"--learning_rate={config.learning_rate} is not allowed; it must be > 0")
+    if not config.run_dir:
+        raise ValueError("--run_dir must not be empty")
+    if config.model == "vrnn" and config.kl_f_schedule != "constant":
+        raise ValueError("--kl_f_schedule applies to the Disentangled VRNN (--model=full or "
+                         f"factorized), not --model={config.model}")

@@ -1,0 +1,124 @@
+"""One training run: data, model, `fit` with resumable checkpoints, evaluation, outputs."""
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dvrnn_tf.data import SequenceSampler, load_split
+from dvrnn_tf.objectives import get_likelihood
+from dvrnn_tf.training.factory import build_model
+from dvrnn_tf.training.run_dir import RunDir, write_json_atomic
+
+# Images in the figure batch (held out, fixed).
+FIGURE_BATCH = 8
+
+
+def make_samplers(config):
+    """(train sampler, held-out sampler): train sequences from the train split, held-out from test."""
+    load = dict(data_dir=config.data_dir or None, manual_dir=config.manual_dir or None)
+    binarize = "dynamic" if get_likelihood(config.likelihood).binarize else "none"
+    seq_len = config.seq_len if config.layout == "sequences" else None
+    samplers = []
+    for split in ("train", "test"):
+        image_set = load_split(config.dataset, split, **load)
+        if config.layout == "rows" and config.seq_len not in (8, image_set.image_shape[0]):
+            raise ValueError(
+                f"--seq_len={config.seq_len} contradicts --layout=rows: the time steps are the "
+                f"image's {image_set.image_shape[0]} rows (leave --seq_len out or set it to that)")
+        samplers.append(SequenceSampler(image_set, seq_len=seq_len, layout=config.layout,
+                                        binarize=binarize, seed=config.seed))
+    return tuple(samplers)
+
+
+def _jit(config):
+    return {"auto": "auto", "true": True, "false": False}[config.jit_compile]
+
+
+def _callbacks(config, run, sampler, figure_x):
+    cbs = [
+        sampler.epoch_callback(),
+        # delete_checkpoint=False: rerunning a finished command resumes at its end instead of
+        # training again from scratch.
+        keras.callbacks.BackupAndRestore(str(run.backup), delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(str(run.checkpoints / "last.keras")),
+        keras.callbacks.TensorBoard(str(run.logs), write_graph=False),
+    ]
+    if config.figures:
+        from dvrnn_tf.figures import FigureCallback
+        # About ten snapshots per run: figures are drawn eagerly and cost seconds each.
+        cbs.append(FigureCallback(figure_x, str(run.logs), every=max(1, config.epochs // 10)))
+    return cbs
+
+
+def train(config, callbacks=(), verbose="auto"):
+    """Train as `config` says into `config.run_dir`; returns the metrics.json payload.
+
+    Rerunning the same config after an interruption resumes from the last finished epoch
+    (BackupAndRestore; the data of epoch e depends only on (seed, e)), so the result equals
+    an uninterrupted run's when `config.deterministic`.
+    """
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    train_sampler, eval_sampler = make_samplers(config)
+    run = RunDir(_abspath(config.run_dir))
+    with run.claim(config):
+        model = build_model(config, train_sampler.image_shape, train_sampler.seq_len)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      jit_compile=_jit(config))
+        steps = config.steps_per_epoch or train_sampler.steps_per_epoch(config.batch_size)
+        train_ds = train_sampler.dataset(config.batch_size, training=True, steps=steps)
+        eval_ds = eval_sampler.dataset(config.batch_size, training=False)
+        figure_x = next(iter(eval_sampler.dataset(FIGURE_BATCH, training=False)))[0]
+
+        start = time.perf_counter()
+        model.fit(train_ds, epochs=config.epochs, validation_data=eval_ds, verbose=verbose,
+                  shuffle=False,  # the sampler already draws each epoch afresh
+                  callbacks=_callbacks(config, run, train_sampler, figure_x) + list(callbacks))
+        train_seconds = time.perf_counter() - start
+
+        held_out = model.evaluate(eval_ds, return_dict=True, verbose=0)
+        payload = _metrics_payload(config, model, held_out, eval_sampler, train_seconds)
+        write_json_atomic(run.metrics, payload)
+        if config.figures:
+            payload["figures"] = _write_figures(model, figure_x, run)
+        if config.export:
+            from dvrnn_tf.export import export_saved_model
+            payload["endpoints"] = export_saved_model(model, str(run.saved_model))
+        write_json_atomic(run.metrics, payload)
+    return payload
+
+
+def _metrics_payload(config, model, held_out, eval_sampler, train_seconds):
+    terms = {k: float(v) for k, v in held_out.items()}
+    kls = [v for k, v in terms.items() if k.startswith("kl_")]
+    neg_elbo = terms["nll"] + sum(kls)
+    return {
+        "model": config.model, "dataset": config.dataset, "layout": config.layout,
+        "likelihood": config.likelihood, "seed": config.seed, "split": "test",
+        "num_sequences": eval_sampler.num_sequences, "seq_len": model.seq_len,
+        "per_image_nats": terms,
+        # -ELBO whatever the betas: the bound itself, comparable across models.
+        "neg_elbo_per_image": neg_elbo,
+        "bits_per_dim": neg_elbo / (model.x_dim * np.log(2.0)),
+        "optimizer_steps": int(model.optimizer.iterations.numpy()),
+        "train_seconds_this_process": train_seconds,
+        "units": "nats per image (divide by T for sequences is already done)",
+    }
+
+
+def _write_figures(model, figure_x, run):
+    """samples.png (data, reconstructions, prior samples), the model's own figures."""
+    from dvrnn_tf import figures
+
+    paths = {"samples": str(run.root / "samples.png")}
+    figures.save_png(figures.sample_and_reconstruction_grid(model, figure_x), paths["samples"])
+    if figures.has_disentanglement(model):
+        paths.update(figures.disentanglement_figures(model, figure_x, str(run.figures)))
+    return paths
+
+
+def _abspath(path):
+    return __import__("pathlib").Path(os.path.abspath(path))

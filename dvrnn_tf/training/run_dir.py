@@ -1,0 +1,123 @@
+"""The run directory: what a training run writes, and the rules that keep it consistent.
+
+Layout (all under `run_dir`):
+  config.json, flags.txt   the resolved configuration (flags.txt replays it: --flagfile=...)
+  backup/                  keras.callbacks.BackupAndRestore state: rerunning resumes here
+  checkpoints/last.keras   the model after the latest epoch (`keras.models.load_model`)
+  logs/                    TensorBoard: scalars per loss term, image grids per epoch
+  saved_model/             the SavedModel with named endpoints
+  figures/                 PNG figures;  metrics.json: held-out loss terms per image (nats)
+"""
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+
+class RunDirError(RuntimeError):
+    """A run directory that cannot be used as asked; the message says why and what to do."""
+
+
+def write_json_atomic(path, payload) -> None:
+    """Write JSON to a temporary sibling, then rename: readers never see half a file."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def config_to_flagfile(config) -> str:
+    """--name=value lines that reproduce `config` with `python -m dvrnn_tf.train --flagfile=`."""
+    lines = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool):
+            lines.append(f"--{f.name}" if value else f"--no{f.name}")
+        else:
+            lines.append(f"--{f.name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    root: pathlib.Path
+
+    config = property(lambda self: self.root / "config.json")
+    flags = property(lambda self: self.root / "flags.txt")
+    backup = property(lambda self: self.root / "backup")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    logs = property(lambda self: self.root / "logs")
+    saved_model = property(lambda self: self.root / "saved_model")
+    figures = property(lambda self: self.root / "figures")
+    metrics = property(lambda self: self.root / "metrics.json")
+    lock_file = property(lambda self: self.root / ".lock")
+
+    @contextlib.contextmanager
+    def claim(self, config):
+        """Create or reuse the directory for `config`, holding an exclusive lock while open.
+
+        Refuses a directory made with other flags unless config.overwrite, and one that
+        another process is training into.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = open(self.lock_file, "a")
+        except OSError as e:
+            raise RunDirError(f"--run_dir={self.root} cannot be created or written: "
+                              f"{e.strerror}. Choose a writable --run_dir.") from None
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EACCES):
+                    raise RunDirError(
+                        f"--run_dir={self.root} is in use by another training process; wait "
+                        "for it to finish or choose another --run_dir.") from None
+                raise
+            self._check_or_reset(config)
+            for d in (self.backup, self.checkpoints, self.logs, self.figures):
+                d.mkdir(exist_ok=True)
+            write_json_atomic(self.config, dataclasses.asdict(config))
+            self.flags.write_text(config_to_flagfile(config))
+            yield self
+        finally:
+            lock.close()
+
+    def _check_or_reset(self, config):
+        if not self.config.exists():
+            return
+        try:
+            previous = json.loads(self.config.read_text())
+        except (OSError, ValueError):
+            previous = None
+        current = config.identity()
+        differs = previous is None or {
+            k: previous.get(k) for k in current} != current
+        if not differs:
+            return
+        if not config.overwrite:
+            changed = sorted(k for k in current if previous is None or previous.get(k) != current[k])
+            raise RunDirError(
+                f"--run_dir={self.root} holds a run made with other flags ({', '.join(changed)}); "
+                "pass --overwrite to replace it, or choose another --run_dir.")
+        for child in self.root.iterdir():
+            if child.name == self.lock_file.name:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()

@@ -1,0 +1,154 @@
+"""The training binary and library: flags, run directory, resume, outputs, real MNIST."""
+import json
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from dvrnn_tf.training import RunDirError, TrainConfig, train
+
+TINY = dict(hidden_dim=16, rnn_dim=16, f_dim=4, z_dim=2, batch_size=16, figures=False,
+            export=False)
+
+
+def run_cli(*args, timeout=120):
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "dvrnn_tf.train", *args], capture_output=True,
+                          text=True, timeout=timeout)
+    return proc, time.monotonic() - start
+
+
+class History(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.logs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.logs.append(dict(logs))
+
+
+# ---- flags --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--model=vrnn", "--dataset=no_such_set"], ["no_such_set"]),
+    (["--model=vrnn", "--seq_len=0"], ["--seq_len=0", "positive"]),
+    (["--model=no_such_model"], ["model", "vrnn", "factorized"]),
+    (["--batch_size=0"], ["batch_size"]),
+    (["--beta_z=-1"], ["beta_z"]),
+    (["--learning_rate=0"], ["learning_rate", "> 0"]),
+    (["--flagfile=flags/no_such.flags"], ["no_such.flags"]),
+])
+def test_bad_flags_exit_fast_naming_the_problem(tmp_path, args, words):
+    proc, seconds = run_cli(*args, f"--run_dir={tmp_path / 'run'}")
+    assert proc.returncode != 0
+    assert seconds < 10, f"took {seconds:.1f}s"
+    for word in words:
+        assert word in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists(), "nothing is written for a rejected command"
+
+
+def test_config_rejects_what_the_flags_reject():
+    with pytest.raises(ValueError, match="--seq_len=0"):
+        TrainConfig(seq_len=0)
+    with pytest.raises(ValueError, match="--likelihood='poisson'.*bernoulli"):
+        TrainConfig(likelihood="poisson")
+
+
+def test_rows_layout_contradicting_seq_len_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--seq_len=5 contradicts --layout=rows"):
+        train(TrainConfig(dataset="digits", layout="rows", seq_len=5, epochs=1,
+                          run_dir=str(tmp_path), **TINY), verbose=0)
+
+
+# ---- run directory --------------------------------------------------------------------------
+
+def test_run_dir_with_other_flags_is_refused_unless_overwrite(tmp_path):
+    base = dict(model="vrnn", dataset="digits", epochs=1, steps_per_epoch=2,
+                run_dir=str(tmp_path), **TINY)
+    train(TrainConfig(**base), verbose=0)
+    metrics_before = (tmp_path / "metrics.json").read_text()
+    with pytest.raises(RunDirError, match="other flags.*z_dim.*--overwrite"):
+        train(TrainConfig(**{**base, "z_dim": 3}), verbose=0)
+    assert (tmp_path / "metrics.json").read_text() == metrics_before, "nothing was touched"
+    train(TrainConfig(**{**base, "z_dim": 3, "overwrite": True}), verbose=0)
+    assert json.loads((tmp_path / "config.json").read_text())["z_dim"] == 3
+
+
+# ---- resume ---------------------------------------------------------------------------------
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops training after `epoch` epochs, as a killed process would (after the backup)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _weights(run_dir):
+    return keras.models.load_model(run_dir / "checkpoints" / "last.keras").get_weights()
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    config = dict(model="factorized", dataset="digits", epochs=3, steps_per_epoch=3,
+                  deterministic=True, seed=3, **TINY)
+    train(TrainConfig(run_dir=str(tmp_path / "straight"), **config), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(run_dir=str(tmp_path / "resumed"), **config), verbose=0,
+              callbacks=[Interrupt(2)])
+    history = History()
+    train(TrainConfig(run_dir=str(tmp_path / "resumed"), **config), verbose=0,
+          callbacks=[history])
+    assert len(history.logs) == 1, "only the third epoch is left to run"
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert len(straight) == len(resumed)
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+    s = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    r = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert s["per_image_nats"] == r["per_image_nats"]
+    assert r["optimizer_steps"] == 9
+
+
+# ---- end to end ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_training_on_real_mnist_lowers_the_held_out_loss(tmp_path, mnist_dirs):
+    data_dir, manual_dir = mnist_dirs
+    history = History()
+    payload = train(TrainConfig(model="vrnn", dataset="mnist", data_dir=data_dir,
+                                manual_dir=manual_dir, hidden_dim=64, rnn_dim=64, epochs=3,
+                                steps_per_epoch=25, batch_size=32, figures=False, export=False,
+                                run_dir=str(tmp_path)), verbose=0, callbacks=[history])
+    val = [e["val_loss"] for e in history.logs]
+    assert val[-1] < val[0] - 10, val
+    assert payload["num_sequences"] == 1250 and payload["split"] == "test"
+    nats = payload["per_image_nats"]
+    assert payload["neg_elbo_per_image"] == pytest.approx(nats["nll"] + nats["kl_z"])
+    assert 60 < nats["nll"] < 300  # binarized MNIST after a few steps: far from 0 and from 543
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["per_image_nats"] == nats
+
+
+@pytest.mark.slow
+def test_cli_writes_every_output_and_prints_where(tmp_path):
+    run_dir = tmp_path / "demo"
+    proc, _ = run_cli("--flagfile=flags/demo.flags", "--epochs=1", "--steps_per_epoch=2",
+                      f"--run_dir={run_dir}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ["config.json", "flags.txt", "metrics.json", "samples.png",
+                 "checkpoints/last.keras", "saved_model/saved_model.pb",
+                 "figures/swap.png", "figures/fixed_style.png", "figures/fixed_content.png"]:
+        assert (run_dir / name).stat().st_size > 0, name
+    for printed in ["flags.txt", "metrics.json", "checkpoints", "logs", "saved_model",
+                    "samples.png", "figures/swap.png"]:
+        assert str(run_dir / printed) in proc.stdout, printed
+    assert list((run_dir / "logs").rglob("events.out.tfevents.*"))
+    # The resolved flags replay the run.
+    flags = (run_dir / "flags.txt").read_text()
+    assert "--model=factorized" in flags and "--dataset=digits" in flags
