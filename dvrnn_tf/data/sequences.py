@@ -72,6 +72,7 @@ class SequenceSampler:
         if binarize not in BINARIZE:
             raise ValueError(f"binarize must be one of {BINARIZE}, got {binarize!r}")
         self._seed = _check_int("seed", seed, 0)
+        self.image_set = image_set
         images, labels = np.asarray(image_set.images), np.asarray(image_set.labels)
         if images.ndim != 4 or labels.shape != images.shape[:1] or len(labels) == 0:
             raise ValueError(f"image_set must hold images [N, H, W, C] and labels [N] with N >= 1, "

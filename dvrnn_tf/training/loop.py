@@ -84,6 +84,11 @@ def train(config, callbacks=(), verbose="auto"):
         write_json_atomic(run.metrics, payload)
         if config.figures:
             payload["figures"] = _write_figures(model, figure_x, run)
+            if config.model == "beta_vae":
+                latent = _latent_analysis(model, train_sampler, eval_sampler, run, config.seed)
+                payload["latent_space"] = latent
+                payload["figures"].update(latent_scatter=latent["scatter_png"],
+                                          nearest_latents=latent["nearest_latents_png"])
         if config.export:
             from dvrnn_tf.export import export_saved_model
             payload["endpoints"] = export_saved_model(model, str(run.saved_model))
@@ -118,6 +123,14 @@ def _write_figures(model, figure_x, run):
     if figures.has_disentanglement(model):
         paths.update(figures.disentanglement_figures(model, figure_x, str(run.figures)))
     return paths
+
+
+def _latent_analysis(model, train_sampler, eval_sampler, run, seed):
+    """The beta-VAE's section 4.1 analysis: kNN accuracy, latent scatter, nearest decodes."""
+    from dvrnn_tf.analysis import analyze
+
+    return analyze(model, train_sampler.image_set, eval_sampler.image_set, str(run.figures),
+                   seed=seed)
 
 
 def _abspath(path):
