@@ -6,19 +6,27 @@ model has (the VRNN, both Disentangled VRNNs, the beta-VAE):
 
   reconstruct(x)                      x [None, T, H, W, C] float32 in [0, 1]
   encode(x)                           -> dict of tensors (z_loc, z_scale, z_sample, f_...)
-  generate(n), generate_fixed_content(n), generate_fixed_style(n)    n: int32 scalar >= 1
+  generate(n), generate_fixed_content(n), generate_fixed_style(n)    n: int32 scalar, 1..4096
   swap(x_content, x_style)            the same batch size
   interpolate_f(x_a, x_b), interpolate_z(x_a, x_b)   x_a, x_b [1, T, H, W, C]; 8 steps
   decode(<code>, ...)                 one argument per code of `model.decode` that `encode`
                                       reports a `<code>_loc` for, e.g. decode(f, z)
+  CVAE (labels y [None] int32): reconstruct_given_label(x, y), encode_given_label(x, y),
+  elbo_per_class(x), decode(z, y); its reconstruct(x) / encode(x) infer y (argmax ELBO)
 
-Inputs are checked in the graph: non-finite values, values outside [0, 1], an empty batch,
-n < 1 and mismatched batch sizes raise `tf.errors.InvalidArgumentError`. Wrong rank, shape
-or dtype never reach the graph: the fixed signatures reject them on the call.
+Inputs are checked in the graph (`dvrnn_tf.checks`): non-finite values, images outside
+[0, 1], codes beyond +-MAX_ABS_CODE, an empty batch, a batch or n above MAX_BATCH (4096 per
+call: split larger requests), n < 1 and mismatched batch sizes raise
+`tf.errors.InvalidArgumentError` naming the argument; an output that came out non-finite
+raises it too, so an endpoint never hands out NaN or Inf. Wrong rank, shape or dtype never
+reach the graph: the fixed signatures reject them on the call (ValueError or TypeError).
 
 The random endpoints draw from the model's `SeedGenerator`, whose state variable is saved in
 the archive, so a loaded archive gives fresh samples on every call.
 """
+import ctypes
+import errno
+import functools
 import inspect
 import json
 import os
@@ -28,46 +36,14 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from dvrnn_tf import faults
+# The in-graph checks, shared with `model(x)` / `model.predict`; MAX_BATCH is the limit per call.
+from dvrnn_tf.checks import (MAX_ABS_CODE, MAX_BATCH, check_codes, check_count,  # noqa: F401
+                             check_images, check_outputs, check_same_batch)
+from dvrnn_tf.checks import after as _after
+
 INTERPOLATION_STEPS = 8
 COUNT_ENDPOINTS = ("generate", "generate_fixed_content", "generate_fixed_style")
-
-
-# ---- in-graph checks ------------------------------------------------------------------------
-
-def _after(checks, x):
-    """x, computed only once `checks` have passed: the model never sees an unchecked input,
-    so the error raised is the check's, not whatever the model would stumble on."""
-    with tf.control_dependencies(checks):
-        return tf.identity(x)
-
-
-def check_images(x, name="x"):
-    """Assert that x has a non-empty batch and finite values in [0, 1]; returns x."""
-    nonempty = tf.debugging.assert_positive(tf.shape(x)[0], message=f"`{name}`: empty batch")
-    x = tf.debugging.check_numerics(_after([nonempty], x),
-                                    f"`{name}` must be finite (found NaN or Inf)")
-    return _after([
-        tf.debugging.assert_greater_equal(x, tf.zeros([], x.dtype),
-                                          message=f"`{name}`: values must be in [0, 1]"),
-        tf.debugging.assert_less_equal(x, tf.ones([], x.dtype),
-                                       message=f"`{name}`: values must be in [0, 1]")], x)
-
-
-def check_codes(c, name):
-    nonempty = tf.debugging.assert_positive(tf.shape(c)[0], message=f"`{name}`: empty batch")
-    return tf.debugging.check_numerics(_after([nonempty], c),
-                                       f"`{name}` must be finite (found NaN or Inf)")
-
-
-def check_count(n, name="n"):
-    return _after([tf.debugging.assert_greater_equal(
-        n, tf.constant(1, n.dtype), message=f"`{name}` must be >= 1")], n)
-
-
-def check_same_batch(a, b, names):
-    return tf.debugging.assert_equal(
-        tf.shape(a)[0], tf.shape(b)[0],
-        message=f"`{names[0]}` and `{names[1]}` need the same batch size")
 
 
 # ---- endpoints ------------------------------------------------------------------------------
@@ -128,7 +104,16 @@ def build_endpoints(model):
                 return model.decode(**{a: _after(same, c) for a, c in zip(args, cs)})
             eps["decode"] = (decode, {a: tf.TensorSpec(codes[a].shape, codes[a].dtype, name=a)
                                       for a in args})
-    return eps
+    if _has(model, "labelled_endpoints"):  # a model that reads labels (the CVAE): its own
+        eps.update(model.labelled_endpoints(images))  # endpoints, replacing decode(z)
+    return {name: (_finite_outputs(fn, name), inputs) for name, (fn, inputs) in eps.items()}
+
+
+def _finite_outputs(fn, name):
+    @functools.wraps(fn)  # keeps the argument names: they name the signature's inputs
+    def checked(*args):
+        return check_outputs(fn(*args), name)
+    return checked
 
 
 # ---- writing --------------------------------------------------------------------------------
@@ -136,9 +121,9 @@ def build_endpoints(model):
 def export_saved_model(model, path):
     """Export `model`'s endpoints to a SavedModel directory at `path`; returns their names.
 
-    The archive is written to a temporary sibling directory and then moved over `path`, so a
-    failure part-way leaves a previous export at `path` as it was. `path/endpoints.json`
-    lists each endpoint's input specs.
+    The archive is written to a temporary sibling directory and then swapped with `path` in
+    one atomic step (see `_replace_dir`), so a failure or a kill part-way leaves a previous
+    export at `path` as it was. `path/endpoints.json` lists each endpoint's input specs.
     """
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
@@ -162,11 +147,13 @@ def export_saved_model(model, path):
             arg: {"shape": spec.shape.as_list(), "dtype": spec.dtype.name}
             for arg, spec in inputs.items()}
 
+    _restore_interrupted_replace(path)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
         archive.write_out(tmp, verbose=False)
         with open(os.path.join(tmp, "endpoints.json"), "w") as f:
             json.dump(manifest, f, indent=2)
+        faults.pause("export_before_rename")
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -177,18 +164,61 @@ def export_saved_model(model, path):
 def _replace_dir(src, dst):
     """Move directory `src` to `dst`, replacing `dst` if it exists.
 
-    POSIX cannot rename over a non-empty directory: the old `dst` is first moved aside and
-    put back if the second rename fails; it is removed once the new one is in place.
+    On Linux the two are swapped in one atomic step (renameat2 RENAME_EXCHANGE): a reader or
+    a kill sees the old export or the new one, never none. Elsewhere (or on a file system
+    without it) POSIX cannot rename over a non-empty directory: the old `dst` is first moved
+    aside and put back if the second rename fails (a kill between the two leaves it aside,
+    complete, and the next export puts it back). The old copy is removed once the new one is
+    in place.
     """
     if not os.path.exists(dst):
         os.rename(src, dst)
         return
+    if _exchange(src, dst):
+        shutil.rmtree(src, ignore_errors=True)  # now the old export
+        return
     old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.old-", dir=os.path.dirname(dst))
     os.rmdir(old)
     os.rename(dst, old)
+    faults.pause("export_between_renames")
     try:
         os.rename(src, dst)
     except BaseException:
         os.rename(old, dst)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a, b):
+    """Swap paths a and b atomically (Linux renameat2 with RENAME_EXCHANGE); False where the
+    system or the file system cannot."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _restore_interrupted_replace(path):
+    """Put back the previous export if a process died between `_replace_dir`'s two renames
+    (the previous copy is then complete, moved aside under `.<name>.old-*`)."""
+    if os.path.exists(path):
+        return
+    parent, name = os.path.dirname(path), os.path.basename(path)
+    aside = sorted((os.path.join(parent, d) for d in os.listdir(parent)
+                    if d.startswith(f".{name}.old-")), key=os.path.getmtime)
+    if aside:
+        os.rename(aside[-1], path)

@@ -51,9 +51,10 @@ def main(argv):
         return 1
     from dvrnn_tf.data import DataUnavailableError
     from dvrnn_tf.training import RunDirError, train
+    from dvrnn_tf.training.callbacks import NonFiniteLossError
     try:
         payload = train(config)
-    except (ValueError, DataUnavailableError, RunDirError) as e:
+    except (ValueError, DataUnavailableError, RunDirError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     _print_outputs(config, payload)

@@ -33,3 +33,17 @@ def mnist_dirs():
     ).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     return str(data_dir), str(manual_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(run_dir, flags) of a finished tiny training run (digits, the factorized Disentangled
+    VRNN, exported): shared read-only by the bad-input catalogue and the endpoint fuzzing.
+    `flags` replay it on the command line."""
+    from reliability_helpers import TINY_RUN, flag_args
+
+    from dvrnn_tf.training import TrainConfig, train
+
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    train(TrainConfig(run_dir=str(run_dir), **TINY_RUN), verbose=0)
+    return run_dir, flag_args(TINY_RUN)

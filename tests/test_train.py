@@ -31,22 +31,7 @@ class History(keras.callbacks.Callback):
 
 # ---- flags --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, words", [
-    (["--model=vrnn", "--dataset=no_such_set"], ["no_such_set"]),
-    (["--model=vrnn", "--seq_len=0"], ["--seq_len=0", "positive"]),
-    (["--model=no_such_model"], ["model", "vrnn", "factorized"]),
-    (["--batch_size=0"], ["batch_size"]),
-    (["--beta_z=-1"], ["beta_z"]),
-    (["--learning_rate=0"], ["learning_rate", "> 0"]),
-    (["--flagfile=flags/no_such.flags"], ["no_such.flags"]),
-])
-def test_bad_flags_exit_fast_naming_the_problem(tmp_path, args, words):
-    proc, seconds = run_cli(*args, f"--run_dir={tmp_path / 'run'}")
-    assert proc.returncode != 0
-    assert seconds < 10, f"took {seconds:.1f}s"
-    for word in words:
-        assert word in proc.stderr, proc.stderr[-2000:]
-    assert not (tmp_path / "run").exists(), "nothing is written for a rejected command"
+# The command line's bad flags: tests/test_bad_inputs.py (the catalogue of bad inputs).
 
 
 def test_config_rejects_what_the_flags_reject():

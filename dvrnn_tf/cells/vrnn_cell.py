@@ -4,8 +4,14 @@ Only what feeds the recurrence runs inside the loop: the posterior q(z_t | x_t, 
 its reparameterized sample, phi_z(z_t) and the GRU transition. phi_x(x_t), the prior
 p(z_t | h_{t-1}) and the decoder do not feed h_t, so the model runs them batched over all
 time steps outside the loop, where they are single large matmuls.
+
+`VRNNCell.call` is one step, the reference that `keras.layers.RNN` runs. The models run
+`VRNNCell.run_sequence` instead: the same function of the same weights, reorganized for speed
+(see its docstring; tests/test_perf.py checks the two agree). Likewise `gru_last_state` for a
+`keras.layers.GRU`.
 """
 import keras
+import tensorflow as tf
 from keras import ops
 
 from dvrnn_tf.layers import GaussianHead, mlp
@@ -83,6 +89,84 @@ class VRNNCell(keras.layers.Layer):
         h, _ = self.gru(ops.concatenate(gru_inputs, axis=-1), [h_prev])
         return h
 
+    def can_run_sequence(self, steps) -> bool:
+        """Whether `run_sequence` handles T = `steps` (static, at most MAX_UNROLL)."""
+        return steps is not None and steps <= MAX_UNROLL and fusable_gru(self.gru)
+
+    def run_sequence(self, phi_x, eps, cond=None):
+        """The whole recurrence over T steps: `split_output(keras.layers.RNN(self)(inputs))`.
+
+        phi_x [B, T, feature_dim], eps [B, T, z_dim]; cond None (cond_dim = 0), [B, T, cond_dim]
+        or [B, cond_dim] (the same at every step, as the model's phi_f(f)). Returns the dict of
+        `split_output`, each [B, T, .].
+
+        What `call` computes step by step, reorganized (same weights, same function):
+          * the parts of the posterior MLP's first layer and of the GRU's input projection that
+            see phi_x (and cond) do not depend on h or z: one matmul for all B*T rows, outside
+            the loop (cond per sequence: B rows, broadcast over T);
+          * in the loop, h_{t-1} meets the posterior's and the GRU's recurrent weights in one
+            matmul [rnn_dim, hidden_dim + 3 rnn_dim]; loc and scale come from one matmul;
+          * the loop is unrolled (T is static and short): no while loop, no per-step slicing
+            of [B, T, .] tensors (unstack/stack, whose gradients are cheap).
+        Requires `can_run_sequence(T)`; otherwise run the cell under `keras.layers.RNN`.
+        """
+        phi_x = tf.convert_to_tensor(phi_x, self.compute_dtype)
+        eps = tf.convert_to_tensor(eps, self.compute_dtype)
+        steps = phi_x.shape[1]
+        if not self.can_run_sequence(steps):
+            raise ValueError(f"run_sequence needs a static T <= {MAX_UNROLL} and a GRU with "
+                             f"reset_after, biases and no dropout; got T={steps}")
+        if cond is not None and not self.cond_dim:
+            cond = None
+        if cond is not None:
+            cond = tf.convert_to_tensor(cond, self.compute_dtype)
+        if not self.built:
+            self.build((None, self.input_dim))
+        dt = self.compute_dtype
+        f, r, hd, c = self.feature_dim, self.rnn_dim, self.hidden_dim, self.cond_dim
+        post0, post1 = self.posterior_net.dense
+        w_post_x, w_post_h = tf.split(_read(post0.kernel, dt), [f, r], axis=0)
+        w_gru_x, w_gru_z, w_gru_c = tf.split(_read(self.gru.kernel, dt), [f, f, c], axis=0)
+        b_in, b_rec = tf.unstack(_read(self.gru.bias, dt))
+        # Time-major [T, B, .] inside, so that per-step slices (unstack) and the stacking of
+        # the outputs (and their gradients) copy contiguous blocks.
+        phi_x, eps = _time_major(phi_x), _time_major(eps)
+        # Outside the loop: phi_x @ [posterior | GRU input] for all T*B rows at once.
+        proj = dense_rows(phi_x, tf.concat([w_post_x, w_gru_x], axis=1),
+                           tf.concat([_read(post0.bias, dt), b_in], axis=0))
+        post_proj, gru_proj = tf.split(proj, [hd, 3 * r], axis=-1)
+        if cond is not None:
+            if cond.shape.rank == 2:  # one per sequence: B rows, broadcast over T
+                gru_proj += tf.matmul(cond, w_gru_c)[None]
+            else:
+                gru_proj += dense_rows(_time_major(cond), w_gru_c)
+        post_t, gru_t, eps_t = (tf.unstack(v, num=steps) for v in (post_proj, gru_proj, eps))
+        w_h = tf.concat([w_post_h, _read(self.gru.recurrent_kernel, dt)], axis=1)
+        w_head = tf.concat([_read(self.posterior.loc_layer.kernel, dt),
+                            _read(self.posterior.scale_layer.kernel, dt)], axis=1)
+        b_head = tf.concat([_read(self.posterior.loc_layer.bias, dt),
+                            _read(self.posterior.scale_layer.bias, dt)], axis=0)
+        min_scale = tf.cast(self.posterior.min_scale, dt)
+        h = tf.zeros([tf.shape(post_t[0])[0], r], dt)
+        out = {k: [] for k in ("h_prev", "z", "loc", "scale", "phi_z")}
+        for t in range(steps):
+            if t == 0:  # h_0 = 0: its products with the weights are 0
+                post_pre, inner = post_t[0], b_rec
+            else:
+                post_h, inner_h = tf.split(tf.matmul(h, w_h), [hd, 3 * r], axis=1)
+                post_pre, inner = post_t[t] + post_h, inner_h + b_rec
+            hidden = post1(post0.activation(post_pre))
+            loc, raw = tf.split(tf.nn.bias_add(tf.matmul(hidden, w_head), b_head), 2, axis=1)
+            scale = tf.nn.softplus(raw) + min_scale
+            z = loc + scale * eps_t[t]
+            phi_z = self.phi_z(z)
+            for k, v in (("h_prev", h), ("z", z), ("loc", loc), ("scale", scale),
+                         ("phi_z", phi_z)):
+                out[k].append(v)
+            if t + 1 < steps:  # h_T feeds nothing that is returned
+                h = gru_gates(self.gru, gru_t[t] + tf.matmul(phi_z, w_gru_z), inner, h)
+        return {k: _time_major(tf.stack(v)) for k, v in out.items()}
+
     def split_output(self, outputs):
         """[..., output_size] -> dict(h_prev, z, loc, scale, phi_z)."""
         r, z = self.rnn_dim, self.z_dim
@@ -95,3 +179,71 @@ class VRNNCell(keras.layers.Layer):
             "rnn_dim": self.rnn_dim, "z_dim": self.z_dim, "feature_dim": self.feature_dim,
             "hidden_dim": self.hidden_dim, "cond_dim": self.cond_dim,
         }
+
+
+# Longest sequence `run_sequence` and `gru_last_state` unroll; longer ones (and a T unknown
+# when tracing) take keras.layers.RNN's while loop.
+MAX_UNROLL = 64
+
+
+def _read(variable, dtype):
+    """A weight as a tensor of the compute dtype (outside a layer's call, Keras does not
+    autocast: under mixed precision the float32 weight is cast here)."""
+    return tf.cast(variable, dtype)
+
+
+def _time_major(x):
+    """[B, T, ...] <-> [T, B, ...]."""
+    return tf.transpose(x, [1, 0] + list(range(2, x.shape.rank)))
+
+
+def dense_rows(x, kernel, bias=None):
+    """x [..., d] @ kernel [d, n] (+ bias) as one 2-D matmul over all leading rows."""
+    rows = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel)
+    if bias is not None:
+        rows = tf.nn.bias_add(rows, bias)
+    return tf.reshape(rows, tf.concat([tf.shape(x)[:-1], [kernel.shape[-1]]], 0))
+
+
+def fusable_gru(cell) -> bool:
+    """Whether `cell` (a keras.layers.GRUCell) is the GRU `gru_gates` computes."""
+    return (cell.reset_after and cell.use_bias and not cell.dropout
+            and not cell.recurrent_dropout)
+
+
+def gru_gates(cell, x_proj, inner, h):
+    """One keras.layers.GRUCell (reset_after=True) step from its two projections.
+
+    x_proj = x @ kernel + input_bias, inner = h @ recurrent_kernel + recurrent_bias, each
+    [B, 3 units] in Keras's gate order (update z, reset r, candidate).
+    """
+    x_z, x_r, x_h = tf.split(x_proj, 3, axis=-1)
+    i_z, i_r, i_h = tf.split(inner, 3, axis=-1)
+    z = cell.recurrent_activation(x_z + i_z)
+    r = cell.recurrent_activation(x_r + i_r)
+    candidate = cell.activation(x_h + r * i_h)
+    return z * h + (1.0 - z) * candidate
+
+
+def gru_last_state(gru, inputs):
+    """`gru(inputs)` for a keras.layers.GRU returning its last state, from a zero state.
+
+    The input projection of all T steps is one matmul outside the (unrolled) loop; falls
+    back to calling the layer when T is not static or the layer is configured otherwise.
+    """
+    cell = gru.cell
+    steps = inputs.shape[1]
+    if (steps is None or steps > MAX_UNROLL or not fusable_gru(cell) or gru.return_sequences
+            or gru.return_state or gru.go_backwards):
+        return gru(inputs)
+    dt = gru.compute_dtype
+    inputs = tf.convert_to_tensor(inputs, dt)
+    b_in, b_rec = tf.unstack(_read(cell.bias, dt))
+    x_t = tf.unstack(dense_rows(_time_major(inputs), _read(cell.kernel, dt), b_in), num=steps)
+    kernel = _read(cell.recurrent_kernel, dt)
+    h = tf.zeros([tf.shape(inputs)[0], cell.units], dt)
+    for t in range(steps):
+        # h_0 = 0: its product with the recurrent kernel is 0.
+        inner = b_rec if t == 0 else tf.nn.bias_add(tf.matmul(h, kernel), b_rec)
+        h = gru_gates(cell, x_t[t], inner, h)
+    return h

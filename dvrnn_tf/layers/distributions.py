@@ -21,6 +21,19 @@ def diag_gaussian(loc: tf.Tensor, scale: tf.Tensor) -> tfd.Distribution:
     return tfd.Independent(tfd.Normal(loc=loc, scale=scale), reinterpreted_batch_ndims=1)
 
 
+def kl_diag_gaussians(q_loc, q_scale, p_loc=None, p_scale=None) -> tf.Tensor:
+    """KL(N(q_loc, q_scale^2) || N(p_loc, p_scale^2)) summed over the last axis, in float32.
+
+    p_loc, p_scale None: the standard normal. Parameters of any float dtype (float16 or
+    bfloat16 under mixed precision) are cast to float32 first: losses stay float32.
+    """
+    q_loc, q_scale = tf.cast(q_loc, tf.float32), tf.cast(q_scale, tf.float32)
+    if p_loc is None:
+        p_loc, p_scale = tf.zeros_like(q_loc), tf.ones_like(q_scale)
+    p_loc, p_scale = tf.cast(p_loc, tf.float32), tf.cast(p_scale, tf.float32)
+    return diag_gaussian(q_loc, q_scale).kl_divergence(diag_gaussian(p_loc, p_scale))
+
+
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
 class GaussianHead(keras.layers.Layer):
     """Dense map from features to the mean and standard deviation of a diagonal Gaussian.
@@ -45,9 +58,19 @@ class GaussianHead(keras.layers.Layer):
         self.scale_layer.build(input_shape)
 
     def call(self, inputs):
-        loc = self.loc_layer(inputs)
-        scale = keras.ops.softplus(self.scale_layer(inputs)) + self.min_scale
-        return loc, scale
+        from dvrnn_tf.layers.mlp import on_rows
+
+        return on_rows(self._call_rows, inputs)
+
+    def _call_rows(self, inputs):
+        # = loc_layer(inputs), scale_layer(inputs): both Dense layers in one matmul.
+        inputs = tf.convert_to_tensor(inputs, self.compute_dtype)
+        kernel = tf.concat([tf.convert_to_tensor(self.loc_layer.kernel),
+                            tf.convert_to_tensor(self.scale_layer.kernel)], axis=1)
+        bias = tf.concat([tf.convert_to_tensor(self.loc_layer.bias),
+                          tf.convert_to_tensor(self.scale_layer.bias)], axis=0)
+        loc, raw = tf.split(tf.nn.bias_add(tf.matmul(inputs, kernel), bias), 2, axis=-1)
+        return loc, keras.ops.softplus(raw) + self.min_scale
 
     def distribution(self, inputs) -> tfd.Distribution:
         """The Gaussian for `inputs` [..., d_in]: batch_shape [...], event_shape [dim]."""

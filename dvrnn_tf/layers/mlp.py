@@ -2,6 +2,24 @@
 from collections.abc import Sequence
 
 import keras
+import tensorflow as tf
+
+
+def on_rows(fn, x):
+    """`fn` (Dense layers, or anything acting on the last axis) applied to x [..., d] as one
+    2-D [rows, d] batch, its outputs reshaped back to x's leading axes.
+
+    Keras's Dense on a [B, T, d] input multiplies through a reshape (tensordot) and adds the
+    bias and activation as separate passes; on 2-D input TensorFlow fuses matmul, bias and
+    ReLU into one kernel (and its gradient reads one tensor less).
+    """
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank is None or x.shape.rank <= 2:
+        return fn(x)
+    lead = tf.shape(x)[:-1]
+    out = fn(tf.reshape(x, [-1, x.shape[-1]]))
+    return tf.nest.map_structure(
+        lambda t: tf.reshape(t, tf.concat([lead, tf.shape(t)[-1:]], 0)), out)
 
 
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
@@ -29,6 +47,9 @@ class MLP(keras.layers.Layer):
             shape = shape[:-1] + (layer.units,)
 
     def call(self, inputs):
+        return on_rows(self._call_rows, inputs)
+
+    def _call_rows(self, inputs):
         for layer in self.dense:
             inputs = layer(inputs)
         return inputs

@@ -1,6 +1,7 @@
 """Models, one module per family. `MODELS` maps each `--model` flag value to its class."""
 from dvrnn_tf.models.base import LatentVariableModel
 from dvrnn_tf.models.beta_vae import BetaVAE
+from dvrnn_tf.models.cvae import CVAE
 from dvrnn_tf.models.disentangled import DisentangledVRNN
 from dvrnn_tf.models.vrnn import VRNN
 
@@ -9,6 +10,7 @@ MODELS = {
     "full": DisentangledVRNN,
     "factorized": DisentangledVRNN,
     "beta_vae": BetaVAE,
+    "cvae": CVAE,
 }
 
-__all__ = ["MODELS", "BetaVAE", "DisentangledVRNN", "LatentVariableModel", "VRNN"]
+__all__ = ["MODELS", "BetaVAE", "CVAE", "DisentangledVRNN", "LatentVariableModel", "VRNN"]

@@ -65,6 +65,11 @@ class LatentVariableModel(keras.Model):
         """x [B, T, H, W, C] -> {"nll": ..., "kl_<code>": ...}, each a scalar: batch mean, per image."""
         raise NotImplementedError
 
+    def terms_from_data(self, data, training=False):
+        """`compute_terms` of what the dataset yields; a model that reads the labels (the
+        CVAE) overrides this to pass them on."""
+        return self.compute_terms(images_from_data(data), training=training)
+
     # ---- shared machinery ---------------------------------------------------------------
 
     @property
@@ -78,9 +83,49 @@ class LatentVariableModel(keras.Model):
         # Listed so that Keras resets them at each epoch and reports them from fit/evaluate.
         return list(self.trackers.values())
 
+    def check_inputs(self, x, name="x"):
+        """x as a float tensor once it is known to be images this model can take.
+
+        Used by `call` (so by `model(x)` and `model.predict`), cheaply: the dtype, and the
+        shape where it is known, are checked when the function is traced (TypeError /
+        ValueError naming the expected [batch, T, H, W, C]); the rest when it runs
+        (InvalidArgumentError: a shape `predict` left unknown, an empty batch, more than
+        `dvrnn_tf.checks.MAX_BATCH` sequences, NaN or Inf, values outside [0, 1]). The
+        training and evaluation steps skip the checks.
+        """
+        from dvrnn_tf.checks import after, check_images
+
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_floating:
+            raise TypeError(f"`{name}` must be float32 images in [0, 1], got dtype {x.dtype.name}"
+                            " (scale 0..255 integer images to [0, 1] floats first)")
+        expected = [self.seq_len, *self.image_shape]
+        message = (f"`{name}` must have shape [batch, {', '.join(map(str, expected))}] (this "
+                   f"{type(self).__name__} takes sequences of T={self.seq_len} frames of "
+                   f"{'x'.join(map(str, self.image_shape))})")
+        shape = x.shape.as_list() if x.shape.rank is not None else None
+        if shape is not None and (len(shape) != 5 or any(
+                d is not None and d != e for d, e in zip(shape[1:], expected))):
+            raise ValueError(f"{message}, got shape {shape}")
+        x = tf.cast(x, self.compute_dtype)
+        if shape is None or None in shape[1:]:  # e.g. `predict` traces with unknown sizes
+            rank = tf.debugging.assert_rank(x, 5, message=message)
+            with tf.control_dependencies([rank] if rank is not None else []):
+                same = tf.debugging.assert_equal(tf.shape(x)[1:], tf.constant(expected),
+                                                 message=message)
+            x = after([same], x)
+        return check_images(x, name)
+
+    def predict(self, x, *args, **kwargs):
+        # Keras fails on an empty input with an UnboundLocalError; say what is wrong instead.
+        if getattr(x, "shape", None) is not None and len(x.shape) and x.shape[0] == 0:
+            raise ValueError("`x`: empty batch: predict needs at least one sequence")
+        return super().predict(x, *args, **kwargs)
+
     def flatten_frames(self, x):
         """[B, T, H, W, C] -> [B, T, D]."""
-        x = tf.convert_to_tensor(x, dtype=self.compute_dtype)
+        # A cast, not convert_to_tensor(dtype=): float32 data into a float16/bfloat16 model.
+        x = tf.cast(tf.convert_to_tensor(x), self.compute_dtype)
         return tf.reshape(x, [tf.shape(x)[0], tf.shape(x)[1], self.x_dim])
 
     def unflatten_frames(self, x):
@@ -88,14 +133,27 @@ class LatentVariableModel(keras.Model):
         return tf.reshape(x, tf.concat([tf.shape(x)[:2], self.image_shape], 0))
 
     def normal_noise(self, shape):
-        """eps ~ N(0, I) from the model's seeded generator."""
-        return keras.random.normal(shape, dtype=self.compute_dtype, seed=self.seed_generator)
+        """eps ~ N(0, I) of `shape` (batch first) from the model's seeded generator.
+
+        Under a tf.distribute strategy with R replicas, each replica draws the noise of the
+        whole global batch (R * shape[0] rows, a small tensor) and keeps its own rows, in the
+        order the strategy splits the batch: the replicas' noise is independent, and a step
+        on R replicas sees the noise one device would see for the same global batch.
+        """
+        replica = tf.distribute.get_replica_context()
+        replicas = replica.num_replicas_in_sync if replica is not None else 1
+        if replicas == 1:
+            return keras.random.normal(shape, dtype=self.compute_dtype,
+                                       seed=self.seed_generator)
+        shape = tf.unstack(tf.cast(shape, tf.int32)) if tf.is_tensor(shape) else list(shape)
+        noise = keras.random.normal([replicas * shape[0], *shape[1:]],
+                                    dtype=self.compute_dtype, seed=self.seed_generator)
+        return tf.reshape(noise, [replicas, -1, *shape[1:]])[replica.replica_id_in_sync_group]
 
     def nll_per_image(self, params, x_flat):
         """-log p(x_t | .) summed over pixels, averaged over batch and time: nats per image."""
-        log_prob = self.likelihood.distribution(tf.cast(params, tf.float32)).log_prob(
-            tf.cast(x_flat, tf.float32))
-        return -tf.reduce_mean(log_prob)
+        return tf.reduce_mean(
+            self.likelihood.nll(tf.cast(params, tf.float32), tf.cast(x_flat, tf.float32)))
 
     def total_loss(self, terms, step):
         loss = terms["nll"]
@@ -111,7 +169,15 @@ class LatentVariableModel(keras.Model):
             target = weight.target(step)
             if target is not None:
                 self.trackers[f"capacity_{name}"].update_state(target)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        strategy = tf.distribute.get_strategy()
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            # keras 3.15 all-reduces the logs of several workers with axis=0, which a scalar
+            # lacks (tensorflow/tensorflow#72388): give each a leading axis of 1, which that
+            # reduce removes again.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def compile(self, optimizer="adam", **kwargs):
         """Like `keras.Model.compile`; also hands `clip_norm` to the optimizer.
@@ -126,6 +192,19 @@ class LatentVariableModel(keras.Model):
             inner.global_clipnorm = self.clip_norm
         super().compile(optimizer=optimizer, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy, keras pulls a batch here and all-reduces it only to build what is
+        # unbuilt from its shapes; with MultiWorkerMirroredStrategy that reduce fails on (x, y)
+        # batches (keras 3.15). These models build their weights in __init__ and compile no
+        # loss or metrics, so only the optimizer is left: build it in the strategy's scope.
+        pending = [getattr(self, "_compile_metrics", None), getattr(self, "_compile_loss", None)]
+        if (getattr(self, "_distribute_strategy", None) is None
+                or not all(layer.built for layer in self._flatten_layers())
+                or any(p is not None and not p.built for p in pending)):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build()
+
     def compile_from_config(self, config):
         # What keras.Model does, which it skips (with a warning) once `compile` is overridden:
         # without it a reloaded model would lose its optimizer state.
@@ -134,11 +213,11 @@ class LatentVariableModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):
-        x = images_from_data(data)
         # A snapshot: the variable itself would read one step later after `apply`.
         step = tf.identity(self.optimizer.iterations)
         with tf.GradientTape() as tape:
-            terms = {k: tf.cast(v, tf.float32) for k, v in self.compute_terms(x, training=True).items()}
+            terms = {k: tf.cast(v, tf.float32)
+                     for k, v in self.terms_from_data(data, training=True).items()}
             loss = self.total_loss(terms, step)
             # Each replica's loss is its local mean; the optimizer sums across replicas.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -148,10 +227,10 @@ class LatentVariableModel(keras.Model):
         return self._record(loss, terms, step)
 
     def test_step(self, data):
-        x = images_from_data(data)
         optimizer = getattr(self, "optimizer", None)
         step = optimizer.iterations if optimizer is not None else 0
-        terms = {k: tf.cast(v, tf.float32) for k, v in self.compute_terms(x, training=False).items()}
+        terms = {k: tf.cast(v, tf.float32)
+                 for k, v in self.terms_from_data(data, training=False).items()}
         return self._record(self.total_loss(terms, step), terms, step)
 
     def get_config(self):

@@ -7,7 +7,7 @@ export path serve every model.
 import keras
 import tensorflow as tf
 
-from dvrnn_tf.layers import GaussianHead, diag_gaussian, mlp
+from dvrnn_tf.layers import GaussianHead, diag_gaussian, kl_diag_gaussians, mlp, on_rows
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
 
 
@@ -68,7 +68,7 @@ class BetaVAE(LatentVariableModel):
 
     def decoder_params(self, z):
         """Parameters of p(x | z) for z [..., z_dim]: [..., params_per_pixel * D]."""
-        return self.decoder_out(self.decoder_net(z))
+        return on_rows(self.decoder_out, self.decoder_net(z))
 
     def likelihood_distribution(self, z):
         """p(x | z) over flattened pixels: batch_shape z.shape[:-1], event_shape [D]."""
@@ -80,14 +80,13 @@ class BetaVAE(LatentVariableModel):
         x_flat = self.flatten_frames(x)
         loc, scale = self.posterior_params(x_flat)
         z = loc + scale * self.normal_noise(tf.shape(loc))  # reparameterized: gradients reach q
-        posterior = diag_gaussian(loc, scale)
         # Analytic KL per frame [B, T], averaged: nats per image like every model here.
-        kl_z = tf.reduce_mean(posterior.kl_divergence(self.prior_distribution(tf.shape(loc)[:-1])))
+        kl_z = tf.reduce_mean(kl_diag_gaussians(loc, scale))  # against p(z) = N(0, I)
         return {"nll": self.nll_per_image(self.decoder_params(z), x_flat), "kl_z": kl_z}
 
     def call(self, x, training=False):
         """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""
-        return self.reconstruct(x)
+        return self.reconstruct(self.check_inputs(x))
 
     def encode(self, x):
         """Posterior of each frame's z: loc, scale and a sample, each [B, T, z_dim]."""

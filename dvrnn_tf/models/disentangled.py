@@ -2,7 +2,8 @@
 import keras
 import tensorflow as tf
 
-from dvrnn_tf.layers import GaussianHead, diag_gaussian, mlp
+from dvrnn_tf.cells.vrnn_cell import gru_last_state
+from dvrnn_tf.layers import GaussianHead, diag_gaussian, kl_diag_gaussians, mlp
 from dvrnn_tf.models.base import check_positive
 from dvrnn_tf.models.vrnn import VRNNBase
 
@@ -53,7 +54,8 @@ class DisentangledVRNN(VRNNBase):
 
     def content_distribution(self, feats):
         """q(f | x_{1:T}) from phi_x features [B, T, F]: batch_shape [B], event_shape [f_dim]."""
-        return self.content.distribution(self.content_rnn(feats))
+        # = self.content_rnn(feats), with the input projection of all steps as one matmul.
+        return self.content.distribution(gru_last_state(self.content_rnn, feats))
 
     def content_prior(self, batch_size):
         """p(f) = N(0, I): batch_shape [batch_size], event_shape [f_dim]."""
@@ -74,7 +76,9 @@ class DisentangledVRNN(VRNNBase):
         else:
             f = q_f.distribution.loc
             eps = tf.zeros(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0), self.compute_dtype)
-        phi_f = self._per_step(self.phi_f(f))
+        # phi_f(f) [B, F], one per sequence: the style recurrence (full) and the decoder
+        # broadcast it over the T steps.
+        phi_f = self.phi_f(f)
         style = self.infer_style(feats, eps, cond=phi_f)
         return q_f, f, phi_f, style
 
@@ -83,16 +87,17 @@ class DisentangledVRNN(VRNNBase):
     def compute_terms(self, x, training=False):
         x_flat = self.flatten_frames(x)
         q_f, _, phi_f, style = self._infer(x_flat)
-        posterior_z = diag_gaussian(style["loc"], style["scale"])
-        kl_z = tf.reduce_mean(posterior_z.kl_divergence(self.prior_distribution(style["h_prev"])))
+        prior_z = self.prior(self.prior_net(style["h_prev"]))  # p(z_t | h_{t-1}): loc, scale
+        kl_z = tf.reduce_mean(kl_diag_gaussians(style["loc"], style["scale"], *prior_z))
         # KL_f is one term per sequence; per image it is shared by the T frames.
-        kl_f = tf.reduce_mean(q_f.kl_divergence(self.content_prior(tf.shape(x_flat)[0])))
+        # KL(q(f | x) || p(f) = N(0, I)).
+        kl_f = tf.reduce_mean(kl_diag_gaussians(q_f.distribution.loc, q_f.distribution.scale))
         kl_f = kl_f / tf.cast(tf.shape(x_flat)[1], kl_f.dtype)
         params = self.decoder_params(style["phi_z"], style["h_prev"], phi_f)
         return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z, "kl_f": kl_f}
 
     def call(self, x, training=False):
-        return self.reconstruct(x)
+        return self.reconstruct(self.check_inputs(x))
 
     def encode(self, x, sample=True):
         """Posteriors of f ([B, f_dim]) and z_{1:T} ([B, T, z_dim]): loc, scale, sample.

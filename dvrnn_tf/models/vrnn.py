@@ -3,7 +3,8 @@ import keras
 import tensorflow as tf
 
 from dvrnn_tf.cells import VRNNCell
-from dvrnn_tf.layers import GaussianHead, diag_gaussian, mlp
+from dvrnn_tf.cells.vrnn_cell import dense_rows
+from dvrnn_tf.layers import GaussianHead, kl_diag_gaussians, mlp, on_rows
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
 
 
@@ -58,15 +59,39 @@ class VRNNBase(LatentVariableModel):
         """Run the inference recurrence.
 
         feats: phi_x(x) [B, T, F]; eps: [B, T, z_dim] noise (zeros give posterior means);
-        cond: [B, T, cond_dim] or None. Returns the dict of `VRNNCell.split_output`, each [B, T, .].
+        cond: [B, T, cond_dim], [B, cond_dim] (the same at every step) or None. Returns the dict of `VRNNCell.split_output`, each [B, T, .].
         """
+        if self.cell.can_run_sequence(feats.shape[1]):
+            # The same function as the RNN layer below, reorganized for speed (VRNNCell).
+            return self.cell.run_sequence(feats, eps, cond)
+        if self.cell.cond_dim and cond.shape.rank == 2:
+            cond = tf.repeat(cond[:, None], tf.shape(feats)[1], axis=1)
         inputs = [feats, eps] + ([cond] if self.cell.cond_dim else [])
         return self.cell.split_output(self.rnn(tf.concat(inputs, axis=-1)))
 
     def decoder_params(self, phi_z, h_prev, phi_f=None):
-        """Parameters of p(x_t | .) from [phi_z(z_t), (phi_f(f)), h_{t-1}]; [..., params * D]."""
+        """Parameters of p(x_t | .) from [phi_z(z_t), (phi_f(f)), h_{t-1}]; [..., params * D].
+
+        phi_f: None, [..., F] like phi_z, or [B, F] for phi_z [B, T, F] (one content per
+        sequence: its share of the first layer is computed for B rows, not B*T).
+        """
+        if phi_f is not None and phi_f.shape.rank == phi_z.shape.rank - 1:
+            first, rest = self.decoder_net.dense[0], self.decoder_net.dense[1:]
+            dt = self.compute_dtype
+            w_z, w_f, w_h = tf.split(tf.cast(first.kernel, dt), [
+                phi_z.shape[-1], phi_f.shape[-1], h_prev.shape[-1]], axis=0)
+            per_step = dense_rows(tf.concat([phi_z, h_prev], -1), tf.concat([w_z, w_h], 0))
+            per_sequence = tf.nn.bias_add(tf.matmul(phi_f, w_f), tf.cast(first.bias, dt))
+            hidden = first.activation(per_step + per_sequence[:, None, :])
+
+            def rest_and_out(h):
+                for layer in rest:
+                    h = layer(h)
+                return self.decoder_out(h)
+
+            return on_rows(rest_and_out, hidden)
         parts = [phi_z] + ([phi_f] if phi_f is not None else []) + [h_prev]
-        return self.decoder_out(self.decoder_net(tf.concat(parts, axis=-1)))
+        return on_rows(self.decoder_out, self.decoder_net(tf.concat(parts, axis=-1)))
 
     def prior_distribution(self, h_prev):
         """p(z_t | h_{t-1}): batch_shape h_prev.shape[:-1], event_shape [z_dim]."""
@@ -125,14 +150,14 @@ class VRNN(VRNNBase):
         x_flat = self.flatten_frames(x)
         eps = self.normal_noise(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0))
         style = self.infer_style(self.phi_x(x_flat), eps)
-        posterior = diag_gaussian(style["loc"], style["scale"])
-        kl_z = tf.reduce_mean(posterior.kl_divergence(self.prior_distribution(style["h_prev"])))
+        prior = self.prior(self.prior_net(style["h_prev"]))  # p(z_t | h_{t-1}): loc, scale
+        kl_z = tf.reduce_mean(kl_diag_gaussians(style["loc"], style["scale"], *prior))
         params = self.decoder_params(style["phi_z"], style["h_prev"])
         return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z}
 
     def call(self, x, training=False):
         """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""
-        return self.reconstruct(x)
+        return self.reconstruct(self.check_inputs(x))
 
     def encode(self, x):
         """Posterior of z_{1:T}: loc, scale and a sample, each [B, T, z_dim]."""

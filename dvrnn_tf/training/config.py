@@ -7,12 +7,16 @@ with the same words.
 """
 import dataclasses
 import json
+import math
+import re
 from dataclasses import field
 
 from dvrnn_tf.objectives import LIKELIHOODS, SCHEDULES
 
-MODEL_NAMES = ("vrnn", "full", "factorized", "beta_vae")
+MODEL_NAMES = ("vrnn", "full", "factorized", "beta_vae", "cvae")
 JIT_CHOICES = ("auto", "true", "false")
+PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 def _f(default, help, lower=None, choices=None, upper=None):
@@ -30,6 +34,10 @@ class TrainConfig:
     rnn_dim: int = _f(100, "GRU state size (VRNN models).", lower=1)
     z_dim: int = _f(3, "Style code size per step (the beta-VAE's latent size).", lower=1)
     f_dim: int = _f(20, "Content code size (Disentangled VRNN).", lower=1)
+    split_encoder: str = _f("", "CVAE: encoder layers split into one copy per class: `all`, "
+                            "`none`/empty, or indices `0,1` (0 = first; 3 = the Gaussian head).")
+    split_decoder: str = _f("", "CVAE: decoder layers split into one copy per class: `all`, "
+                            "`none`/empty, or indices `0,1` (0 = the layer reading (y, z)).")
     # KL weights, one schedule per term
     beta_z: float = _f(1.0, "Weight of KL_z (constant or warm-up schedules).", lower=0.0)
     beta_f: float = _f(1.0, "Weight of KL_f (constant or warm-up schedules).", lower=0.0)
@@ -59,6 +67,21 @@ class TrainConfig:
     jit_compile: str = _f("auto", "XLA for the train step (`auto` is off on CPU).",
                           choices=JIT_CHOICES)
     deterministic: bool = _f(False, "Enable TF op determinism (turns XLA off).")
+    # speed and scale (docs/performance.md)
+    steps_per_execution: int = _f(1, "Train steps per call of the compiled train function "
+                                  "(fewer Python round trips; callbacks see every N-th batch).",
+                                  lower=1)
+    mixed_precision: str = _f("none", "Keras dtype policy: `mixed_float16` (GPUs: float16 "
+                              "compute, float32 weights, loss scaling) or `mixed_bfloat16` "
+                              "(TPUs, recent CPUs); losses and distributions stay float32.",
+                              choices=PRECISIONS)
+    strategy: str = _f("default", "tf.distribute strategy: `mirrored` (local GPUs, or the "
+                       "CPU's --num_cpu_devices), `multi_worker` (from TF_CONFIG), `tpu`. "
+                       "--batch_size is global.", choices=STRATEGIES)
+    num_cpu_devices: int = _f(0, "Split the CPU into this many logical devices (0/1: don't), "
+                              "e.g. to run --strategy=mirrored on one machine.", lower=0)
+    tpu: str = _f("", "--strategy=tpu: the TPU's name or grpc:// address (default: $TPU_NAME, "
+                  "else the local TPU VM).")
     # outputs
     run_dir: str = _f("runs/default", "Run directory: flags, checkpoints, logs, SavedModel, figures.")
     overwrite: bool = _f(False, "Replace a run directory that was made with other flags.")
@@ -73,7 +96,9 @@ class TrainConfig:
 
     # Fields that may change between a run and its resumption.
     RESUMABLE_CHANGES = ("epochs", "overwrite", "run_dir", "export", "figures", "data_dir",
-                         "manual_dir")
+                         "manual_dir",
+                         # where and how fast, not what: a run may resume on other hardware
+                         "strategy", "num_cpu_devices", "tpu", "steps_per_execution")
 
     def identity(self) -> dict:
         """The fields that define the run: a run directory is reused only if these match."""
@@ -88,12 +113,24 @@ def validate(config: TrainConfig) -> None:
         if meta.get("choices") and value not in meta["choices"]:
             raise ValueError(f"--{f.name}={value!r} is not allowed; allowed: "
                              f"{', '.join(meta['choices'])}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{f.name}={value} is not allowed; it must be a finite number")
         if meta.get("lower") is not None and value < meta["lower"]:
             raise ValueError(f"--{f.name}={value} is not allowed; it must be >= {meta['lower']}")
     if config.learning_rate <= 0:
         raise ValueError(f"--learning_rate={config.learning_rate} is not allowed; it must be > 0")
     if not config.run_dir:
         raise ValueError("--run_dir must not be empty")
-    if config.model == "vrnn" and config.kl_f_schedule != "constant":
+    if config.deterministic and config.jit_compile == "true":
+        raise ValueError("--deterministic turns XLA off; it contradicts --jit_compile=true "
+                         "(leave --jit_compile out or set it to auto or false)")
+    for name in ("split_encoder", "split_decoder"):
+        value = getattr(config, name)
+        if not re.fullmatch(r"\s*(|none|all|-?\d+(\s*,\s*-?\d+)*)\s*", value.lower()):
+            raise ValueError(f"--{name}={value!r} is not allowed; use `all`, `none` or "
+                             "comma-separated layer indices such as 0,1")
+        if value.strip().lower() not in ("", "none") and config.model != "cvae":
+            raise ValueError(f"--{name} applies to --model=cvae, not --model={config.model}")
+    if config.model in ("vrnn", "beta_vae", "cvae") and config.kl_f_schedule != "constant":
         raise ValueError("--kl_f_schedule applies to the Disentangled VRNN (--model=full or "
                          f"factorized), not --model={config.model}")

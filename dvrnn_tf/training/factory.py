@@ -13,8 +13,9 @@ def kl_weights(config):
     return beta_z, beta_f
 
 
-def build_model(config, image_shape, seq_len):
-    """The model named by config.model for frames of `image_shape` (H, W, C) and T = seq_len."""
+def build_model(config, image_shape, seq_len, num_classes=10):
+    """The model named by config.model for frames of `image_shape` (H, W, C) and T = seq_len;
+    `num_classes` (the data set's) sizes the CVAE's label input and split layers."""
     from dvrnn_tf.models import MODELS  # models import TensorFlow: keep config parsing light
 
     beta_z, beta_f = kl_weights(config)
@@ -27,4 +28,7 @@ def build_model(config, image_shape, seq_len):
     if config.model in ("full", "factorized"):
         return cls(variant=config.model, rnn_dim=config.rnn_dim, f_dim=config.f_dim,
                    beta_f=beta_f, **common)
+    if config.model == "cvae":
+        return cls(num_classes=num_classes, split_encoder=config.split_encoder,
+                   split_decoder=config.split_decoder, **common)
     return cls(**common)

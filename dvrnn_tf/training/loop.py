@@ -1,13 +1,18 @@
 """One training run: data, model, `fit` with resumable checkpoints, evaluation, outputs."""
 import os
+import pathlib
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from dvrnn_tf import faults
 from dvrnn_tf.data import SequenceSampler, load_split
 from dvrnn_tf.objectives import get_likelihood
+from dvrnn_tf.training import distribute
+from dvrnn_tf.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint,
+                                         NonFiniteGuard)
 from dvrnn_tf.training.factory import build_model
 from dvrnn_tf.training.run_dir import RunDir, write_json_atomic
 
@@ -39,10 +44,16 @@ def _jit(config):
 def _callbacks(config, run, sampler, figure_x):
     cbs = [
         sampler.epoch_callback(),
-        # delete_checkpoint=False: rerunning a finished command resumes at its end instead of
-        # training again from scratch.
-        keras.callbacks.BackupAndRestore(str(run.backup), delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(str(run.checkpoints / "last.keras")),
+        *faults.callbacks(),  # none unless a reliability test asks for them
+        # First: a non-finite term or weight stops the run before the two below save it.
+        NonFiniteGuard(resume_hint=f"Rerunning the command resumes from {run.backup}; to "
+                       "avoid the divergence, lower --learning_rate or --clip_norm."),
+        # Like keras's BackupAndRestore(delete_checkpoint=False), but safe against a kill at
+        # any instant; kept at the end: rerunning a finished command resumes at its end.
+        # (A non-chief worker writes its own, temporary, backup; it resumes from the chief's.)
+        distribute.backup_callback(AtomicBackupAndRestore, run.backup,
+                                   RunDir(_abspath(config.run_dir)).backup),
+        AtomicModelCheckpoint(str(run.checkpoints / "last.keras")),
         keras.callbacks.TensorBoard(str(run.logs), write_graph=False),
     ]
     if config.figures:
@@ -62,12 +73,17 @@ def train(config, callbacks=(), verbose="auto"):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    train_sampler, eval_sampler = make_samplers(config)
+    strategy = distribute.make_strategy(config)  # first: it may split the CPU into devices
+    train_sampler, eval_sampler = make_samplers(config)  # outside strategy.scope()
     run = RunDir(_abspath(config.run_dir))
-    with run.claim(config):
-        model = build_model(config, train_sampler.image_shape, train_sampler.seq_len)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      jit_compile=_jit(config))
+    # A non-chief worker writes to a temporary directory; the dtype policy holds inside.
+    with distribute.task_run_dir(config, strategy, run) as run, run.claim(config):
+        with strategy.scope():
+            model = build_model(config, train_sampler.image_shape, train_sampler.seq_len,
+                                num_classes=train_sampler.num_classes)
+            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                          jit_compile=_jit(config),
+                          steps_per_execution=config.steps_per_execution)
         steps = config.steps_per_epoch or train_sampler.steps_per_epoch(config.batch_size)
         train_ds = train_sampler.dataset(config.batch_size, training=True, steps=steps)
         eval_ds = eval_sampler.dataset(config.batch_size, training=False)
@@ -110,7 +126,7 @@ def _metrics_payload(config, model, held_out, eval_sampler, train_seconds):
         "bits_per_dim": neg_elbo / (model.x_dim * np.log(2.0)),
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "train_seconds_this_process": train_seconds,
-        "units": "nats per image (divide by T for sequences is already done)",
+        "units": "per_image_nats: nats per image, each sequence's total divided by T",
     }
 
 
@@ -134,4 +150,4 @@ def _latent_analysis(model, train_sampler, eval_sampler, run, seed):
 
 
 def _abspath(path):
-    return __import__("pathlib").Path(os.path.abspath(path))
+    return pathlib.Path(os.path.abspath(path))

@@ -2,11 +2,15 @@
 
 Layout (all under `run_dir`):
   config.json, flags.txt   the resolved configuration (flags.txt replays it: --flagfile=...)
-  backup/                  keras.callbacks.BackupAndRestore state: rerunning resumes here
+  backup/                  the resume state (training.callbacks.AtomicBackupAndRestore):
+                           rerunning the same command resumes here
   checkpoints/last.keras   the model after the latest epoch (`keras.models.load_model`)
   logs/                    TensorBoard: scalars per loss term, image grids per epoch
   saved_model/             the SavedModel with named endpoints
   figures/                 PNG figures;  metrics.json: held-out loss terms per image (nats)
+config.json, flags.txt, metrics.json, the checkpoint, the resume state and the SavedModel
+are written to a temporary sibling and renamed into place, so a process killed at any
+instant leaves each one's previous version whole.
 """
 import contextlib
 import dataclasses
@@ -25,12 +29,16 @@ class RunDirError(RuntimeError):
 
 def write_json_atomic(path, payload) -> None:
     """Write JSON to a temporary sibling, then rename: readers never see half a file."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write text to a temporary sibling, then rename: readers never see half a file."""
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -92,7 +100,7 @@ class RunDir:
             for d in (self.backup, self.checkpoints, self.logs, self.figures):
                 d.mkdir(exist_ok=True)
             write_json_atomic(self.config, dataclasses.asdict(config))
-            self.flags.write_text(config_to_flagfile(config))
+            write_text_atomic(self.flags, config_to_flagfile(config))
             yield self
         finally:
             lock.close()

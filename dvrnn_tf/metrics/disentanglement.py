@@ -1,0 +1,253 @@
+"""Disentanglement metrics (DESIGN 4): label preservation, swap accuracy, style leakage probes,
+style preservation by morphometrics, and the beta-VAE's kNN accuracy.
+
+Each function takes a model (duck-typed: only the methods it names are called), a judge (a
+Keras classifier of single images, see `dvrnn_tf.metrics.judge`) and held-out sequences
+x [N, T, H, W, C] with their class labels y [N]. Generation noise comes from the model's own
+seed generator, set from `seed` for the duration of the call and restored afterwards, so every
+number is reproducible and measuring does not change the model.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from dvrnn_tf.metrics import morphometry
+from dvrnn_tf.metrics.judge import predict
+
+
+@contextlib.contextmanager
+def seeded(model, seed: int):
+    """Run with the model's seed generator at a state given by `seed`; restore it afterwards."""
+    gen = getattr(model, "seed_generator", None)
+    state = getattr(gen, "state", None)
+    if state is None:
+        yield
+        return
+    saved = np.array(state.numpy())
+    new = np.zeros_like(saved)
+    new.flat[0] = int(seed) * 7919 + 12345
+    state.assign(new)
+    try:
+        yield
+    finally:
+        state.assign(saved)
+
+
+def _np(x):
+    return np.asarray(x.numpy() if hasattr(x, "numpy") else x, np.float32)
+
+
+def _batched(fn, n, batch_size):
+    """Concatenate fn(start, stop) over [0, n) in steps of batch_size (dict or array outputs)."""
+    parts = [fn(i, min(n, i + batch_size)) for i in range(0, n, batch_size)]
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
+
+
+def _accuracy(pred, labels):
+    """Overall and per-step share of pred [N, T] equal to labels [N]."""
+    hit = pred == np.asarray(labels)[:, None]
+    return float(hit.mean()), hit.mean(axis=0).tolist()
+
+
+# ---- label preservation -------------------------------------------------------------------
+
+def label_preservation(model, judge, x, y, num_styles: int = 4, seed: int = 0,
+                       num_prior_contents: int = 100, batch_size: int = 256) -> dict:
+    """Content fixed, style varied: the share judged as the content's class.
+
+    posterior_f: the content of each held-out sequence (its posterior mean f) decoded with
+      `num_styles` fresh style paths z ~ p(z_t | h_{t-1}); judged against the sequence's label.
+    prior_f: `num_prior_contents` draws f ~ p(f), each decoded with num_styles fresh styles
+      (what `generate_fixed_content` does); a prior content has no label, so the score is the
+      share of its images judged as its majority class (consistency), and `classes_covered`
+      counts the distinct majority classes (a model that always draws one digit scores 1 too).
+    """
+    x, y = _np(x), np.asarray(y)
+    with seeded(model, seed):
+        f = _batched(lambda a, b: _np(model.encode(x[a:b], sample=False)["f_loc"]), len(x),
+                     batch_size)
+        rep = np.repeat(f, num_styles, axis=0)
+        images = _batched(lambda a, b: _np(model.decode(rep[a:b])), len(rep), batch_size)
+        pred = predict(judge, images)  # [N * S, T]
+        acc, per_step = _accuracy(pred, np.repeat(y, num_styles))
+        # generate_fixed_content(num_styles) for each of num_prior_contents contents, batched.
+        prior_f = np.repeat(_np(model.sample_content(num_prior_contents)), num_styles, axis=0)
+        prior_images = _batched(lambda a, b: _np(model.decode(prior_f[a:b])), len(prior_f),
+                                batch_size)
+    shares, majorities = [], []
+    for p in predict(judge, prior_images).reshape(num_prior_contents, -1):
+        counts = np.bincount(p)
+        majorities.append(int(counts.argmax()))
+        shares.append(counts.max() / len(p))
+    return {"posterior_f": {"accuracy": acc, "per_step": per_step, "num_contents": int(len(x)),
+                            "styles_per_content": int(num_styles),
+                            "num_images": int(pred.size)},
+            "prior_f": {"consistency": float(np.mean(shares)) if shares else None,
+                        "num_contents": int(num_prior_contents),
+                        "styles_per_content": int(num_styles),
+                        "classes_covered": int(len(set(majorities)))},
+            "chance": 1.0 / max(1, judge.output_shape[-1]), "seed": int(seed)}
+
+
+# ---- swap ------------------------------------------------------------------------------------
+
+def swap_pairs(y, seed: int = 0):
+    """For each sequence i an index j with y[j] != y[i] (a random one), when some exist."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    partner = np.empty(len(y), np.int64)
+    for i, label in enumerate(y):
+        others = np.flatnonzero(y != label)
+        partner[i] = rng.choice(others) if len(others) else i
+    return partner
+
+
+def swap_accuracy(model, judge, x, y, seed: int = 0, batch_size: int = 256) -> dict:
+    """Content of sequence A with the style of a sequence B of another class (`model.swap`).
+
+    accuracy: the share of swapped frames judged as A's class, overall and per time step (the
+    first frame, decoded from h_0, differs from the rest); style_class_share: the share judged
+    as B's class (content leaking through the style code); judge_accuracy_on_content: the
+    judge's accuracy on A's own frames, the ceiling of `accuracy`.
+    """
+    x, y = _np(x), np.asarray(y)
+    partner = swap_pairs(y, seed)
+    with seeded(model, seed):
+        images = _batched(lambda a, b: _np(model.swap(x[a:b], x[partner[a:b]])), len(x),
+                          batch_size)
+    pred = predict(judge, images)
+    acc, per_step = _accuracy(pred, y)
+    style_share, style_per_step = _accuracy(pred, y[partner])
+    own, own_per_step = _accuracy(predict(judge, x), y)
+    return {"accuracy": acc, "per_step": per_step, "first_step": per_step[0],
+            "later_steps": float(np.mean(per_step[1:])) if len(per_step) > 1 else None,
+            "style_class_share": style_share, "style_class_share_per_step": style_per_step,
+            "judge_accuracy_on_content": own, "num_pairs": int(len(x)),
+            "num_images": int(pred.size), "chance": 1.0 / max(1, judge.output_shape[-1]),
+            "seed": int(seed)}
+
+
+# ---- probes ----------------------------------------------------------------------------------
+
+def probe_accuracy(train_x, train_y, test_x, test_y, seed: int = 0) -> float:
+    """Test accuracy of a linear probe (standardized features, multinomial logistic regression)."""
+    train_x = np.asarray(train_x, np.float64).reshape(len(train_x), -1)
+    test_x = np.asarray(test_x, np.float64).reshape(len(test_x), -1)
+    if len(np.unique(train_y)) < 2:
+        return float(np.mean(np.asarray(test_y) == np.asarray(train_y)[0]))
+    probe = make_pipeline(StandardScaler(),
+                          LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+    probe.fit(train_x, np.asarray(train_y))
+    return float(probe.score(test_x, np.asarray(test_y)))
+
+
+def majority_share(y) -> float:
+    """The accuracy of always answering the most frequent class (the probes' chance level)."""
+    counts = np.bincount(np.asarray(y))
+    return float(counts.max() / counts.sum())
+
+
+def _codes(model, x, sample: bool, batch_size: int):
+    """model.encode over x in batches; `sample` reaches models whose encode takes it (the
+    VRNN's and the beta-VAE's encode always sample, and return the means beside the samples)."""
+    takes_sample = "sample" in inspect.signature(model.encode).parameters
+
+    def enc(a, b):
+        out = model.encode(x[a:b], sample=sample) if takes_sample else model.encode(x[a:b])
+        return {k: _np(v) for k, v in out.items()}
+    return _batched(enc, len(x), batch_size)
+
+
+def style_leakage(model, train_x, train_y, test_x, test_y, seed: int = 0,
+                  batch_size: int = 256) -> dict:
+    """Linear probes predicting the class from posterior *samples* of the codes.
+
+    z_sequence: the concatenated z_1..z_T of a sequence; z_frame: each z_t alone (one example
+    per frame); f: the content code. Near chance for z and near the judge for f is what a
+    disentangled model shows. z_means / f_means: the same probes on posterior means, reported
+    beside them only to show why samples are used (a collapsed posterior still has means that
+    separate classes by tiny offsets).
+    Trained on train_x (the train split), scored on test_x.
+    """
+    train_x, test_x = _np(train_x), _np(test_x)
+    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    with seeded(model, seed):
+        tr = _codes(model, train_x, True, batch_size)
+        te = _codes(model, test_x, True, batch_size)
+    t = train_x.shape[1]
+    out = {"chance": majority_share(test_y), "train_sequences": int(len(train_y)),
+           "test_sequences": int(len(test_y)), "seed": int(seed),
+           "features": "posterior samples, standardized; multinomial logistic regression"}
+    out["z_sequence"] = probe_accuracy(tr["z_sample"], train_y, te["z_sample"], test_y, seed)
+    zf_tr = tr["z_sample"].reshape(-1, tr["z_sample"].shape[-1])
+    zf_te = te["z_sample"].reshape(-1, te["z_sample"].shape[-1])
+    out["z_frame"] = probe_accuracy(zf_tr, np.repeat(train_y, t), zf_te, np.repeat(test_y, t),
+                                    seed)
+    out["z_means"] = probe_accuracy(tr["z_loc"], train_y, te["z_loc"], test_y, seed)
+    if "f_sample" in tr:
+        out["f"] = probe_accuracy(tr["f_sample"], train_y, te["f_sample"], test_y, seed)
+        out["f_means"] = probe_accuracy(tr["f_loc"], train_y, te["f_loc"], test_y, seed)
+    return out
+
+
+# ---- style preservation ------------------------------------------------------------------------
+
+def style_preservation(model, x, y, num_styles: int = 20, seed: int = 0,
+                       batch_size: int = 256, scale: int = 4) -> dict:
+    """Morphometrics of one style decoded with the content of every class.
+
+    Style sources: the z_1..z_T (posterior means) of the first `num_styles` sequences; contents:
+    the f (posterior mean) of the first held-out sequence of each class. Every style is decoded
+    with every content, and each frame is measured (`morphometry.measure_images`). Style source
+    = (sequence, time step). Returns the share of each measure's variance explained by the
+    style source and by the content class (eta squared, averaged over measures), each beside
+    its chance level (a random grouping of the same sizes), and the raw measures.
+    """
+    x, y = _np(x), np.asarray(y)
+    classes = np.unique(y)
+    content_idx = np.array([np.flatnonzero(y == c)[0] for c in classes])
+    style_idx = np.arange(min(num_styles, len(x)))
+    with seeded(model, seed):
+        codes_c = _codes(model, x[content_idx], False, batch_size)
+        codes_s = _codes(model, x[style_idx], False, batch_size)
+        s, c = len(style_idx), len(content_idx)
+        f = np.tile(codes_c["f_loc"], (s, 1))                  # [s*c, f]: content varies fastest
+        z = np.repeat(codes_s["z_loc"], c, axis=0)             # [s*c, T, z]
+        images = _batched(lambda a, b: _np(model.decode(f[a:b], z[a:b])), len(f), batch_size)
+    t = images.shape[1]
+    images = images.reshape((s, c) + images.shape[1:])        # [s, c, T, H, W, C]
+    measures = morphometry.measure_images(images, scale=scale)  # each [s, c, T]
+    style_group = (np.arange(s)[:, None, None] * t + np.arange(t)[None, None, :]) \
+        * np.ones((1, c, 1), np.int64)
+    class_group = np.broadcast_to(classes[None, :, None], (s, c, t))
+    shares = morphometry.variance_shares({k: v.ravel() for k, v in measures.items()},
+                                         {"style_source": style_group.ravel(),
+                                          "content_class": class_group.ravel()})
+    return {"style_source": shares["style_source"], "content_class": shares["content_class"],
+            "num_styles": int(s), "num_contents": int(c), "seq_len": int(t),
+            "num_images": int(images.shape[0] * images.shape[1] * t),
+            "unmeasurable_images": int(np.sum(~np.isfinite(measures["slant"]))),
+            "seed": int(seed), "measures": {k: v.tolist() for k, v in measures.items()},
+            "classes": classes.tolist(), "images": images}
+
+
+# ---- beta-VAE ----------------------------------------------------------------------------------
+
+def knn_latent_accuracy(model, train_images, train_labels, test_images, test_labels,
+                        k: int = 5) -> dict:
+    """kNN class accuracy of posterior means (`dvrnn_tf.analysis.knn_accuracy`), single images."""
+    from dvrnn_tf.analysis import encode_means, knn_accuracy
+
+    train_codes = encode_means(model, train_images)
+    test_codes = encode_means(model, test_images)
+    return {"accuracy": knn_accuracy(train_codes, train_labels, test_codes, test_labels, k=k),
+            "k": int(k), "n_train": int(len(train_labels)), "n_test": int(len(test_labels)),
+            "chance": majority_share(test_labels)}

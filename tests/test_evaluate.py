@@ -1,0 +1,175 @@
+"""The evaluate binary end to end on tiny digits runs, its errors, and the results script."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from dvrnn_tf.evaluate import EvaluationError, EvalOptions, evaluate_run
+from dvrnn_tf.training import TrainConfig, train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = dict(dataset="digits", hidden_dim=16, rnn_dim=16, epochs=1, steps_per_epoch=2,
+            export=False, figures=False)
+# Small but complete: every metric runs, on few samples.
+FAST = dict(iwae_k=8, iwae_chunk=8, eval_sequences=40, probe_sequences=80, style_sources=3,
+            judge_epochs=4)
+
+
+@pytest.fixture(scope="module")
+def judge_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("judges"))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny trained run directory per model, made once for the module."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for model in ("factorized", "vrnn", "beta_vae"):
+        run_dir = root / model
+        train(TrainConfig(model=model, run_dir=str(run_dir), **TINY), verbose=0)
+        out[model] = run_dir
+    return out
+
+
+def test_evaluate_binary_end_to_end(runs, judge_dir, tmp_path):
+    args = [f"--{k}={v}" for k, v in FAST.items()]
+    proc = subprocess.run([sys.executable, "-m", "dvrnn_tf.evaluate",
+                           f"--run_dir={runs['factorized']}", f"--judge_dir={judge_dir}",
+                           f"--output_dir={tmp_path}", *args],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert result["model"] == "factorized" and result["split"] == "test"
+    assert result["likelihood"]["iwae"]["k"] == 8
+    assert result["likelihood"]["num_sequences"] == result["held_out_sequences"] == 45
+    assert result["likelihood"]["iwae"]["nats_per_image"] <= (
+        result["likelihood"]["neg_elbo"]["nats_per_image"] + 1.0)
+    for metric in ("swap", "label_preservation", "style_leakage", "style_preservation", "judge"):
+        assert metric in result, metric
+        assert result[metric].get("seed", result["eval_seed"]) == 0
+    assert len(result["swap"]["per_step"]) == 8
+    assert result["swap"]["num_pairs"] == 40
+    assert "knn" in result["skipped"]
+    assert set(result["summary"]) >= {"nll_iwae", "neg_elbo", "swap_accuracy", "probe_z",
+                                      "probe_f", "style_r2_by_style", "label_preservation"}
+    assert "nll_iwae" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("model, present, skipped", [
+    ("vrnn", ["likelihood", "style_leakage", "judge"], ["swap", "knn", "style_preservation"]),
+    ("beta_vae", ["likelihood", "knn", "style_leakage"], ["swap", "label_preservation"]),
+])
+def test_every_model_gets_the_metrics_that_apply(runs, judge_dir, tmp_path, model, present,
+                                                 skipped):
+    result = evaluate_run(runs[model], EvalOptions(**FAST), judge_dir=judge_dir,
+                          output_dir=str(tmp_path))
+    for m in present:
+        assert m in result, m
+    for m in skipped:
+        assert m in result["skipped"] and m not in result
+    written = json.loads((tmp_path / "eval.json").read_text())
+    assert written["summary"].keys() == result["summary"].keys()
+    if model == "beta_vae":
+        assert 0.0 <= result["knn"]["accuracy"] <= 1.0
+        assert result["likelihood"]["iwae"]["proposal"] == "q(z|x) per frame"
+        assert "f" not in result["style_leakage"]
+
+
+def _fake_run(path, config=None, checkpoint=False):
+    path.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        (path / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    if checkpoint:
+        (path / "checkpoints").mkdir(exist_ok=True)
+        (path / "checkpoints" / "last.keras").write_bytes(b"not a keras file")
+    return path
+
+
+def test_clear_errors_for_run_directories_that_lack_something(tmp_path, runs):
+    cases = [
+        (tmp_path / "nowhere", "is not a directory"),
+        (_fake_run(tmp_path / "empty"), "config.json is missing"),
+        (_fake_run(tmp_path / "bad_json", "{not json"), "cannot be read as JSON"),
+        (_fake_run(tmp_path / "unknown", {"model": "gan"}), "model 'gan'.*known models"),
+        (_fake_run(tmp_path / "no_ckpt", {"model": "vrnn", "dataset": "digits"}),
+         "last.keras is missing.*no checkpoint"),
+        (_fake_run(tmp_path / "bad_ckpt", {"model": "vrnn", "dataset": "digits"}, True),
+         "last.keras cannot be loaded"),
+    ]
+    for run_dir, message in cases:
+        with pytest.raises(EvaluationError, match=message):
+            evaluate_run(run_dir)
+    with pytest.raises(EvaluationError, match="unknown metric.*no_such"):
+        evaluate_run(runs["vrnn"], metrics="likelihood,no_such")
+    with pytest.raises(EvaluationError,
+                       match="'swap' cannot be measured.*full, factorized, not vrnn"):
+        evaluate_run(runs["vrnn"], metrics="swap")
+    with pytest.raises(EvaluationError, match="--iwae_chunk must be >= 1"):
+        evaluate_run(runs["vrnn"], iwae_chunk=0)
+
+
+def test_binary_reports_a_missing_checkpoint_and_exits_nonzero(tmp_path):
+    run_dir = _fake_run(tmp_path / "run", {"model": "factorized", "dataset": "digits"})
+    proc = subprocess.run([sys.executable, "-m", "dvrnn_tf.evaluate", f"--run_dir={run_dir}"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr and "no checkpoint" in proc.stderr, proc.stderr[-2000:]
+    assert not (run_dir / "eval.json").exists()
+
+
+def test_results_script_on_tiny_settings_is_resumable(tmp_path, judge_dir):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import results
+    finally:
+        sys.path.pop(0)
+    out_md, out_json = tmp_path / "results.md", tmp_path / "results.json"
+    args = ["--dataset=digits", "--configs=factorized", "--seeds=0,1",
+            "--override=--epochs=1", "--override=--steps_per_epoch=2",
+            "--override=--hidden_dim=16", "--override=--rnn_dim=16", "--override=--nofigures",
+            "--iwae_k=4", "--eval_sequences=24", "--probe_sequences=48",
+            f"--runs_root={tmp_path / 'runs'}", f"--out_md={out_md}", f"--out_json={out_json}",
+            f"--judge_dir={judge_dir}", "--in_process"]
+    assert results.main(args) == 0
+    data = json.loads(out_json.read_text())
+    assert set(data["configs"]) == {"factorized"}
+    fact = data["configs"]["factorized"]
+    assert set(fact["seeds"]) == {"0", "1"}
+    assert fact["aggregate"]["swap_accuracy"]["n"] == 2
+    assert fact["aggregate"]["nll_iwae"]["std"] >= 0
+    table = out_md.read_text()
+    assert "| factorized (paper β) |" in table and "swap acc" in table
+    assert " ± " in table
+    stamps = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/eval.json")}
+    assert len(stamps) == 2
+    assert results.main(args) == 0  # resumes: nothing is trained or evaluated again
+    assert {p: p.stat().st_mtime for p in stamps} == stamps
+
+
+def test_results_flag_parsing():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import results
+    finally:
+        sys.path.pop(0)
+    values = results.parse_flag_lines(["# c", "--model=full", "--noexport", "--figures", ""])
+    assert values == {"model": "full", "export": "false", "figures": "true"}
+    config = results.config_from_flags({**values, "beta_z": "25", "epochs": "3"})
+    assert (config.beta_z, config.epochs, config.export) == (25.0, 3, False)
+    with pytest.raises(ValueError, match="--no_such is not a training flag"):
+        results.config_from_flags({"no_such": "1"})
+    for name in results.CONFIGS:
+        assert (ROOT / "flags" / f"{name}.flags").is_file(), name
+
+
+def test_a_model_no_metric_applies_to_is_refused():
+    from dvrnn_tf.evaluate import _select_metrics
+
+    with pytest.raises(EvaluationError, match="no metric.*'cvae'.*measures"):
+        _select_metrics("all", "cvae", "sequences")
+    chosen, skipped = _select_metrics("all", "factorized", "rows")
+    assert chosen == ["likelihood", "style_leakage"] and "layout=rows" in skipped["swap"]
