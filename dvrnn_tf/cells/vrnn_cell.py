@@ -93,12 +93,13 @@ class VRNNCell(keras.layers.Layer):
         """Whether `run_sequence` handles T = `steps` (static, at most MAX_UNROLL)."""
         return steps is not None and steps <= MAX_UNROLL and fusable_gru(self.gru)
 
-    def run_sequence(self, phi_x, eps, cond=None):
+    def run_sequence(self, phi_x, eps, cond=None, time_major=False):
         """The whole recurrence over T steps: `split_output(keras.layers.RNN(self)(inputs))`.
 
         phi_x [B, T, feature_dim], eps [B, T, z_dim]; cond None (cond_dim = 0), [B, T, cond_dim]
         or [B, cond_dim] (the same at every step, as the model's phi_f(f)). Returns the dict of
-        `split_output`, each [B, T, .].
+        `split_output`, each [B, T, .]. time_major: phi_x, eps, a per-step cond and the
+        outputs are [T, B, .] instead (what the models' training step uses: no transposes).
 
         What `call` computes step by step, reorganized (same weights, same function):
           * the parts of the posterior MLP's first layer and of the GRU's input projection that
@@ -112,7 +113,7 @@ class VRNNCell(keras.layers.Layer):
         """
         phi_x = tf.convert_to_tensor(phi_x, self.compute_dtype)
         eps = tf.convert_to_tensor(eps, self.compute_dtype)
-        steps = phi_x.shape[1]
+        steps = phi_x.shape[0 if time_major else 1]
         if not self.can_run_sequence(steps):
             raise ValueError(f"run_sequence needs a static T <= {MAX_UNROLL} and a GRU with "
                              f"reset_after, biases and no dropout; got T={steps}")
@@ -130,7 +131,8 @@ class VRNNCell(keras.layers.Layer):
         b_in, b_rec = tf.unstack(_read(self.gru.bias, dt))
         # Time-major [T, B, .] inside, so that per-step slices (unstack) and the stacking of
         # the outputs (and their gradients) copy contiguous blocks.
-        phi_x, eps = _time_major(phi_x), _time_major(eps)
+        if not time_major:
+            phi_x, eps = _time_major(phi_x), _time_major(eps)
         # Outside the loop: phi_x @ [posterior | GRU input] for all T*B rows at once.
         proj = dense_rows(phi_x, tf.concat([w_post_x, w_gru_x], axis=1),
                            tf.concat([_read(post0.bias, dt), b_in], axis=0))
@@ -139,7 +141,7 @@ class VRNNCell(keras.layers.Layer):
             if cond.shape.rank == 2:  # one per sequence: B rows, broadcast over T
                 gru_proj += tf.matmul(cond, w_gru_c)[None]
             else:
-                gru_proj += dense_rows(_time_major(cond), w_gru_c)
+                gru_proj += dense_rows(cond if time_major else _time_major(cond), w_gru_c)
         post_t, gru_t, eps_t = (tf.unstack(v, num=steps) for v in (post_proj, gru_proj, eps))
         w_h = tf.concat([w_post_h, _read(self.gru.recurrent_kernel, dt)], axis=1)
         w_head = tf.concat([_read(self.posterior.loc_layer.kernel, dt),
@@ -165,7 +167,8 @@ class VRNNCell(keras.layers.Layer):
                 out[k].append(v)
             if t + 1 < steps:  # h_T feeds nothing that is returned
                 h = gru_gates(self.gru, gru_t[t] + tf.matmul(phi_z, w_gru_z), inner, h)
-        return {k: _time_major(tf.stack(v)) for k, v in out.items()}
+        out = {k: tf.stack(v) for k, v in out.items()}
+        return out if time_major else {k: _time_major(v) for k, v in out.items()}
 
     def split_output(self, outputs):
         """[..., output_size] -> dict(h_prev, z, loc, scale, phi_z)."""
@@ -225,23 +228,26 @@ def gru_gates(cell, x_proj, inner, h):
     return z * h + (1.0 - z) * candidate
 
 
-def gru_last_state(gru, inputs):
+def gru_last_state(gru, inputs, time_major=False):
     """`gru(inputs)` for a keras.layers.GRU returning its last state, from a zero state.
 
-    The input projection of all T steps is one matmul outside the (unrolled) loop; falls
-    back to calling the layer when T is not static or the layer is configured otherwise.
+    inputs [B, T, d] ([T, B, d] if time_major). The input projection of all T steps is one
+    matmul outside the (unrolled) loop; falls back to calling the layer when T is not static
+    or the layer is configured otherwise.
     """
     cell = gru.cell
-    steps = inputs.shape[1]
+    steps = inputs.shape[0 if time_major else 1]
     if (steps is None or steps > MAX_UNROLL or not fusable_gru(cell) or gru.return_sequences
             or gru.return_state or gru.go_backwards):
-        return gru(inputs)
+        return gru(_time_major(inputs) if time_major else inputs)
     dt = gru.compute_dtype
     inputs = tf.convert_to_tensor(inputs, dt)
+    if not time_major:
+        inputs = _time_major(inputs)
     b_in, b_rec = tf.unstack(_read(cell.bias, dt))
-    x_t = tf.unstack(dense_rows(_time_major(inputs), _read(cell.kernel, dt), b_in), num=steps)
+    x_t = tf.unstack(dense_rows(inputs, _read(cell.kernel, dt), b_in), num=steps)
     kernel = _read(cell.recurrent_kernel, dt)
-    h = tf.zeros([tf.shape(inputs)[0], cell.units], dt)
+    h = tf.zeros([tf.shape(inputs)[1], cell.units], dt)
     for t in range(steps):
         # h_0 = 0: its product with the recurrent kernel is 0.
         inner = b_rec if t == 0 else tf.nn.bias_add(tf.matmul(h, kernel), b_rec)

@@ -5,7 +5,7 @@ import tensorflow as tf
 from dvrnn_tf.cells.vrnn_cell import gru_last_state
 from dvrnn_tf.layers import GaussianHead, diag_gaussian, kl_diag_gaussians, mlp
 from dvrnn_tf.models.base import check_positive
-from dvrnn_tf.models.vrnn import VRNNBase
+from dvrnn_tf.models.vrnn import VRNNBase, _swap
 
 VARIANTS = ("full", "factorized")
 
@@ -52,10 +52,12 @@ class DisentangledVRNN(VRNNBase):
 
     # ---- pieces --------------------------------------------------------------------------
 
-    def content_distribution(self, feats):
-        """q(f | x_{1:T}) from phi_x features [B, T, F]: batch_shape [B], event_shape [f_dim]."""
+    def content_distribution(self, feats, time_major=False):
+        """q(f | x_{1:T}) from phi_x features [B, T, F] ([T, B, F] if time_major):
+        batch_shape [B], event_shape [f_dim]."""
         # = self.content_rnn(feats), with the input projection of all steps as one matmul.
-        return self.content.distribution(gru_last_state(self.content_rnn, feats))
+        return self.content.distribution(
+            gru_last_state(self.content_rnn, feats, time_major=time_major))
 
     def content_prior(self, batch_size):
         """p(f) = N(0, I): batch_shape [batch_size], event_shape [f_dim]."""
@@ -66,34 +68,42 @@ class DisentangledVRNN(VRNNBase):
         """phi_f(f) [B, F] -> [B, T, F], the same content at every step."""
         return tf.repeat(phi_f[:, None, :], self.seq_len, axis=1)
 
-    def _infer(self, x_flat, sample=True):
+    def _infer(self, x_flat, sample=True, time_major=False):
+        """x_flat [B, T, D] ([T, B, D] if time_major, and then the style outputs too)."""
         feats = self.phi_x(x_flat)
-        q_f = self.content_distribution(feats)
-        batch = tf.shape(x_flat)[0]
+        q_f = self.content_distribution(feats, time_major=time_major)
+        shape = tf.shape(x_flat)
+        batch_major_shape = tf.stack([shape[1], shape[0]]) if time_major else shape[:2]
+        batch = batch_major_shape[0]
+        eps_shape = tf.concat([batch_major_shape, [self.z_dim]], 0)
         if sample:
             f = q_f.distribution.loc + q_f.distribution.scale * self.normal_noise((batch, self.f_dim))
-            eps = self.normal_noise(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0))
+            eps = self.normal_noise(eps_shape)  # drawn [B, T, z]: the same noise either way
         else:
             f = q_f.distribution.loc
-            eps = tf.zeros(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0), self.compute_dtype)
+            eps = tf.zeros(eps_shape, self.compute_dtype)
         # phi_f(f) [B, F], one per sequence: the style recurrence (full) and the decoder
         # broadcast it over the T steps.
         phi_f = self.phi_f(f)
-        style = self.infer_style(feats, eps, cond=phi_f)
+        style = self.infer_style(feats, _swap(eps) if time_major else eps, cond=phi_f,
+                                 time_major=time_major)
         return q_f, f, phi_f, style
 
     # ---- the model ---------------------------------------------------------------------
 
     def compute_terms(self, x, training=False):
-        x_flat = self.flatten_frames(x)
-        q_f, _, phi_f, style = self._infer(x_flat)
+        # Time-major [T, B, .] throughout: every term is a mean over sequences or over all
+        # (b, t), so the order of the rows does not matter, and the recurrences need no
+        # transposes.
+        x_flat = _swap(self.flatten_frames(x))
+        q_f, _, phi_f, style = self._infer(x_flat, time_major=True)
         prior_z = self.prior(self.prior_net(style["h_prev"]))  # p(z_t | h_{t-1}): loc, scale
         kl_z = tf.reduce_mean(kl_diag_gaussians(style["loc"], style["scale"], *prior_z))
         # KL_f is one term per sequence; per image it is shared by the T frames.
         # KL(q(f | x) || p(f) = N(0, I)).
         kl_f = tf.reduce_mean(kl_diag_gaussians(q_f.distribution.loc, q_f.distribution.scale))
-        kl_f = kl_f / tf.cast(tf.shape(x_flat)[1], kl_f.dtype)
-        params = self.decoder_params(style["phi_z"], style["h_prev"], phi_f)
+        kl_f = kl_f / tf.cast(tf.shape(x_flat)[0], kl_f.dtype)
+        params = self.decoder_params(style["phi_z"], style["h_prev"], phi_f, time_major=True)
         return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z, "kl_f": kl_f}
 
     def call(self, x, training=False):

@@ -8,6 +8,11 @@ from dvrnn_tf.layers import GaussianHead, kl_diag_gaussians, mlp, on_rows
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
 
 
+def _swap(x):
+    """[B, T, ...] <-> [T, B, ...]."""
+    return tf.transpose(x, [1, 0] + list(range(2, x.shape.rank)))
+
+
 class VRNNBase(LatentVariableModel):
     """The VRNN's layers and recurrences, shared by `VRNN` and the Disentangled VRNN.
 
@@ -55,25 +60,31 @@ class VRNNBase(LatentVariableModel):
         self.decoder_out.build((None, None, h))
         self.built = True
 
-    def infer_style(self, feats, eps, cond=None):
+    def infer_style(self, feats, eps, cond=None, time_major=False):
         """Run the inference recurrence.
 
         feats: phi_x(x) [B, T, F]; eps: [B, T, z_dim] noise (zeros give posterior means);
-        cond: [B, T, cond_dim], [B, cond_dim] (the same at every step) or None. Returns the dict of `VRNNCell.split_output`, each [B, T, .].
+        cond: [B, T, cond_dim], [B, cond_dim] (the same at every step) or None. Returns the
+        dict of `VRNNCell.split_output`, each [B, T, .]. time_major: [T, B, .] in and out.
         """
-        if self.cell.can_run_sequence(feats.shape[1]):
+        if self.cell.can_run_sequence(feats.shape[0 if time_major else 1]):
             # The same function as the RNN layer below, reorganized for speed (VRNNCell).
-            return self.cell.run_sequence(feats, eps, cond)
+            return self.cell.run_sequence(feats, eps, cond, time_major=time_major)
+        if time_major:  # the RNN layer below is batch-major
+            per_step = cond is not None and cond.shape.rank == 3
+            out = self.infer_style(_swap(feats), _swap(eps), _swap(cond) if per_step else cond)
+            return {k: _swap(v) for k, v in out.items()}
         if self.cell.cond_dim and cond.shape.rank == 2:
             cond = tf.repeat(cond[:, None], tf.shape(feats)[1], axis=1)
         inputs = [feats, eps] + ([cond] if self.cell.cond_dim else [])
         return self.cell.split_output(self.rnn(tf.concat(inputs, axis=-1)))
 
-    def decoder_params(self, phi_z, h_prev, phi_f=None):
+    def decoder_params(self, phi_z, h_prev, phi_f=None, time_major=False):
         """Parameters of p(x_t | .) from [phi_z(z_t), (phi_f(f)), h_{t-1}]; [..., params * D].
 
         phi_f: None, [..., F] like phi_z, or [B, F] for phi_z [B, T, F] (one content per
-        sequence: its share of the first layer is computed for B rows, not B*T).
+        sequence: its share of the first layer is computed for B rows, not B*T; with
+        time_major, phi_z and h_prev are [T, B, F]).
         """
         if phi_f is not None and phi_f.shape.rank == phi_z.shape.rank - 1:
             first, rest = self.decoder_net.dense[0], self.decoder_net.dense[1:]
@@ -82,7 +93,8 @@ class VRNNBase(LatentVariableModel):
                 phi_z.shape[-1], phi_f.shape[-1], h_prev.shape[-1]], axis=0)
             per_step = dense_rows(tf.concat([phi_z, h_prev], -1), tf.concat([w_z, w_h], 0))
             per_sequence = tf.nn.bias_add(tf.matmul(phi_f, w_f), tf.cast(first.bias, dt))
-            hidden = first.activation(per_step + per_sequence[:, None, :])
+            per_sequence = per_sequence[None] if time_major else per_sequence[:, None, :]
+            hidden = first.activation(per_step + per_sequence)
 
             def rest_and_out(h):
                 for layer in rest:
@@ -149,11 +161,14 @@ class VRNN(VRNNBase):
     def compute_terms(self, x, training=False):
         x_flat = self.flatten_frames(x)
         eps = self.normal_noise(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0))
-        style = self.infer_style(self.phi_x(x_flat), eps)
+        # Time-major [T, B, .] throughout: every term is a mean over all (b, t), so the
+        # order of the rows does not matter, and the recurrence needs no transposes.
+        x_tm = _swap(x_flat)
+        style = self.infer_style(self.phi_x(x_tm), _swap(eps), time_major=True)
         prior = self.prior(self.prior_net(style["h_prev"]))  # p(z_t | h_{t-1}): loc, scale
         kl_z = tf.reduce_mean(kl_diag_gaussians(style["loc"], style["scale"], *prior))
-        params = self.decoder_params(style["phi_z"], style["h_prev"])
-        return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z}
+        params = self.decoder_params(style["phi_z"], style["h_prev"], time_major=True)
+        return {"nll": self.nll_per_image(params, x_tm), "kl_z": kl_z}
 
     def call(self, x, training=False):
         """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""

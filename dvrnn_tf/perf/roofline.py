@@ -20,10 +20,10 @@ _TARGET_FLOPS_PER_CALL = 2e8
 _MAX_REPS = 256
 
 
-def time_matmul(shape, repeats: int = 15, dtype=tf.float32) -> dict:
+def time_matmul(shape, repeats: int = 15, dtype=tf.float32, max_reps: int = _MAX_REPS) -> dict:
     """Seconds per product of `shape` = (m, k, n, transpose_a, transpose_b): median/min/max."""
     m, k, n, ta, tb = shape
-    reps = int(np.clip(_TARGET_FLOPS_PER_CALL / (2.0 * m * k * n), 4, _MAX_REPS))
+    reps = int(np.clip(_TARGET_FLOPS_PER_CALL / (2.0 * m * k * n), min(4, max_reps), max_reps))
     a_shape = [k, m] if ta else [m, k]
     b_shape = [n, k] if tb else [k, n]
     a = [tf.random.stateless_normal(a_shape, seed=[i, 1], dtype=dtype) for i in range(reps)]
@@ -48,7 +48,8 @@ def time_matmul(shape, repeats: int = 15, dtype=tf.float32) -> dict:
             "gflops": flops / float(np.median(times)) / 1e9}
 
 
-def roofline(matmuls, timings: dict | None = None, repeats: int = 15) -> dict:
+def roofline(matmuls, timings: dict | None = None, repeats: int = 15,
+             max_reps: int = _MAX_REPS) -> dict:
     """{"median_s", "min_s": the step's matmul time (wall clock), "cpu_s": its CPU time
     (all threads); "shapes": per-shape timings}.
 
@@ -58,7 +59,7 @@ def roofline(matmuls, timings: dict | None = None, repeats: int = 15) -> dict:
     timings = {} if timings is None else timings
     for mm in matmuls:
         if mm.shape not in timings:
-            timings[mm.shape] = time_matmul(mm.shape, repeats=repeats)
+            timings[mm.shape] = time_matmul(mm.shape, repeats=repeats, max_reps=max_reps)
     median = sum(mm.count * timings[mm.shape]["median_s"] for mm in matmuls)
     best = sum(mm.count * timings[mm.shape]["min_s"] for mm in matmuls)
     cpu = sum(mm.count * timings[mm.shape]["cpu_s"] for mm in matmuls)

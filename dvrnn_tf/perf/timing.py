@@ -44,8 +44,10 @@ def time_train_steps(model, batch, steps=30, warmup=5):
     """Per-step wall times of `model`'s compiled train function on a constant batch.
 
     Returns {"compile_s": the first call (tracing and, with XLA, compiling), "step": stats
-    over `steps` calls after `warmup` more}; each call is one optimizer step.
+    over `steps` calls after `warmup` more, each divided by the model's steps_per_execution
+    (the optimizer steps one call takes)}.
     """
+    per_call = int(getattr(model, "steps_per_execution", 1) or 1)
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     iterator = iter(dataset)
     model.make_train_function()
@@ -60,7 +62,7 @@ def time_train_steps(model, batch, steps=30, warmup=5):
         start = time.perf_counter()
         logs = train_function(iterator)
         float(logs["loss"])
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start) / per_call)
     return {"compile_s": compile_s, "step": _stats(times), "final_loss": float(logs["loss"])}
 
 
