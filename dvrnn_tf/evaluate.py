@@ -7,10 +7,10 @@ seed, split, K and sample counts that produced it) and a one-page `report.png` b
 Metrics (``--metrics``, comma-separated, default all that apply):
   likelihood          -ELBO, IWAE bound (K = --iwae_k), KL_f, KL_z, active units; every model
   judge               the judge's accuracy on held-out frames and on the model's reconstructions
-  swap                swap accuracy, overall and per time step           (full, factorized)
-  label_preservation  fixed content, varied style                        (full, factorized)
+  swap                swap accuracy, overall and per time step           (full, factorized, disentangled)
+  label_preservation  fixed content, varied style                        (full, factorized, disentangled)
   style_leakage       linear probes on posterior samples of z (and f)    every model
-  style_preservation  morphometric variance shares                      (full, factorized)
+  style_preservation  morphometric variance shares                      (full, factorized, disentangled)
   knn                 kNN class accuracy of latent means                 (beta_vae)
 
 The library function `evaluate_run` does the work; this module's flags are defined only when
@@ -30,13 +30,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 METRICS = ("likelihood", "judge", "swap", "label_preservation", "style_leakage",
            "style_preservation", "knn")
-_DISENTANGLED = ("full", "factorized")
+_DISENTANGLED = ("full", "factorized", "disentangled")
 APPLIES_TO = {
-    "likelihood": ("vrnn", "full", "factorized", "beta_vae"),
-    "judge": ("vrnn", "full", "factorized", "beta_vae"),
+    "likelihood": ("vrnn", *_DISENTANGLED, "beta_vae"),
+    "judge": ("vrnn", *_DISENTANGLED, "beta_vae"),
     "swap": _DISENTANGLED,
     "label_preservation": _DISENTANGLED,
-    "style_leakage": ("vrnn", "full", "factorized", "beta_vae"),
+    "style_leakage": ("vrnn", *_DISENTANGLED, "beta_vae"),
     "style_preservation": _DISENTANGLED,
     "knn": ("beta_vae",),
 }

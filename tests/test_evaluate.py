@@ -106,7 +106,7 @@ def test_clear_errors_for_run_directories_that_lack_something(tmp_path, runs):
     with pytest.raises(EvaluationError, match="unknown metric.*no_such"):
         evaluate_run(runs["vrnn"], metrics="likelihood,no_such")
     with pytest.raises(EvaluationError,
-                       match="'swap' cannot be measured.*full, factorized, not vrnn"):
+                       match="'swap' cannot be measured.*full, factorized, disentangled, not vrnn"):
         evaluate_run(runs["vrnn"], metrics="swap")
     with pytest.raises(EvaluationError, match="--iwae_chunk must be >= 1"):
         evaluate_run(runs["vrnn"], iwae_chunk=0)
@@ -173,3 +173,71 @@ def test_a_model_no_metric_applies_to_is_refused():
         _select_metrics("all", "cvae", "sequences")
     chosen, skipped = _select_metrics("all", "factorized", "rows")
     assert chosen == ["likelihood", "style_leakage"] and "layout=rows" in skipped["swap"]
+
+
+def test_sweep_of_variants_writes_one_table(tmp_path, judge_dir):
+    from dvrnn_tf.experiments import sweep
+
+    variants = tmp_path / "variants.txt"
+    variants.write_text(
+        "# name | label | flag file | extra flags\n"
+        "fact | factorized b1 | factorized | --beta_f=1 --beta_z=1 --hidden_dim=16 --rnn_dim=16\n"
+        "cs | content/style | disentangled | --hidden_dim=16 --kl_z_free_bits=0.5 | 0,1\n")
+    out = tmp_path / "out"
+    args = [f"--variants={variants}", "--dataset=digits", "--seeds=0",
+            "--override=--epochs=1", "--override=--steps_per_epoch=2", "--override=--nofigures",
+            "--iwae_k=4", "--eval_sequences=24", "--probe_sequences=48",
+            f"--runs_root={tmp_path / 'runs'}", f"--out_md={out / 't.md'}",
+            f"--out_json={out / 't.json'}", f"--pareto_png={out / 'p.png'}",
+            f"--judge_dir={judge_dir}", "--in_process"]
+    assert sweep.main(args) == 0
+    data = json.loads((out / "t.json").read_text())
+    assert set(data["configs"]) == {"fact", "cs"}
+    assert data["configs"]["cs"]["overrides"] == ["--hidden_dim=16", "--kl_z_free_bits=0.5"]
+    assert data["configs"]["fact"]["aggregate"]["swap_accuracy"]["n"] == 1
+    assert data["configs"]["cs"]["aggregate"]["swap_accuracy"]["n"] == 2  # its own seeds
+    table = (out / "t.md").read_text()
+    assert "| content/style |" in table and "--kl_z_free_bits=0.5" in table
+    # Tiny untrained models draw blank images: no morphometrics, so no plot, but the table.
+    assert "style_r2_by_style" in data["pareto_skipped"]
+
+
+def test_pareto_front_and_plot(tmp_path):
+    from dvrnn_tf.experiments.tables import pareto_front, pareto_plot, write_table
+
+    assert pareto_front([(0.9, 0.2), (0.5, 0.5), (0.4, 0.4), (0.9, 0.1), (0.2, 0.6)]) == [
+        (0.2, 0.6), (0.5, 0.5), (0.9, 0.2)]
+
+    def stats(m, s=0.01):
+        return {"mean": m, "std": s, "n": 3}
+    results = {"dataset": "mnist", "seeds": [0, 1, 2], "command": "c", "generated": "now",
+               "eval_options": {"iwae_k": 100}, "configs": {
+                   name: {"label": name, "betas": "β_z=1", "flagfile": "flags/x.flags",
+                          "seeds": {"0": {}}, "aggregate": {
+                              "swap_accuracy": stats(x), "style_r2_by_style": stats(y),
+                              "nll_iwae": stats(nll)}}
+                   for name, x, y, nll in [("a", 0.99, 0.5, 120.0), ("b", 0.6, 0.7, 110.0),
+                                           ("c", 0.5, 0.4, 150.0)]}}
+    path = pareto_plot(results, tmp_path / "p.png")
+    from PIL import Image
+    assert Image.open(path).size[0] > 400
+    results["pareto_png"] = path
+    write_table(results, tmp_path / "t.md")
+    table = (tmp_path / "t.md").read_text()
+    assert "![Pareto plot](p.png)" in table and "| b | β_z=1 |" in table
+    assert "99.0 ± 1.0" in table  # swap accuracy in percent
+
+
+@pytest.mark.parametrize("line, match", [
+    ("just a name", "expected `name"),
+    ("a | b | factorized | beta_z=3", "must look like --name=value"),
+    ("a | b | factorized\na | c | full", "unique"),
+    ("a | b | factorized | | 0,x", "seeds must be comma-separated integers"),
+])
+def test_bad_variant_files_are_refused(tmp_path, line, match):
+    from dvrnn_tf.experiments.runs_table import read_variants
+
+    path = tmp_path / "v.txt"
+    path.write_text(line + "\n")
+    with pytest.raises(ValueError, match=match):
+        read_variants(path)

@@ -204,7 +204,7 @@ def test_style_preservation_credits_the_style_source():
 
 # ---- likelihood bounds ------------------------------------------------------------------------
 
-KINDS = ["vrnn", "full", "factorized", "beta_vae"]
+KINDS = ["vrnn", "full", "factorized", "disentangled", "beta_vae"]
 
 
 @pytest.fixture(scope="module")

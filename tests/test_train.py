@@ -137,3 +137,28 @@ def test_cli_writes_every_output_and_prints_where(tmp_path):
     # The resolved flags replay the run.
     flags = (run_dir / "flags.txt").read_text()
     assert "--model=factorized" in flags and "--dataset=digits" in flags
+
+
+def test_checkpoint_every_and_validation_freq(tmp_path):
+    """Backups every 2 epochs (and after the last), validation every 2: an interrupted run
+    resumes from the last backup and still equals the uninterrupted one."""
+    config = dict(model="factorized", dataset="digits", epochs=5, steps_per_epoch=2,
+                  deterministic=True, seed=1, checkpoint_every=2, validation_freq=2, **TINY)
+    history = History()
+    train(TrainConfig(run_dir=str(tmp_path / "straight"), **config), verbose=0,
+          callbacks=[history])
+    assert ["val_loss" in logs for logs in history.logs] == [False, True, False, True, False]
+    state = json.loads((tmp_path / "straight" / "backup" / "state.json").read_text())
+    assert state["epoch"] == 5, "the last epoch is always backed up"
+    with pytest.raises(KeyboardInterrupt):  # stops at the end of epoch 3: backup of epoch 2
+        train(TrainConfig(run_dir=str(tmp_path / "resumed"), **config), verbose=0,
+              callbacks=[Interrupt(3)])
+    state = json.loads((tmp_path / "resumed" / "backup" / "state.json").read_text())
+    assert state["epoch"] == 2
+    history = History()
+    train(TrainConfig(run_dir=str(tmp_path / "resumed"), **config), verbose=0,
+          callbacks=[history])
+    assert len(history.logs) == 3, "epochs 3, 4 and 5 are run again"
+    for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed"),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)

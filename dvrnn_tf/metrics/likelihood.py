@@ -28,12 +28,18 @@ tfd = tfp.distributions
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[u | x]) > 0.01
 ACTIVE_UNIT_KL_THRESHOLD = 0.01  # nats per unit (per step for z), the KL-based count
+_RECURRENT = "q(f|x) prod_t q(z_t|x_t,h_{t-1}), joint per sequence"
+_PROPOSALS = {"beta_vae": "q(z|x) per frame", "vrnn": "prod_t q(z_t|x_t,h_{t-1}) per sequence",
+              "full": _RECURRENT, "factorized": _RECURRENT,
+              "disentangled": "q(f|x) prod_t q(z_t|x_t,f), joint per sequence"}
 
 
 def model_kind(model) -> str:
     """"beta_vae", "vrnn", "full" or "factorized" (raises ValueError for anything else)."""
-    from dvrnn_tf.models import VRNN, BetaVAE, DisentangledVRNN
+    from dvrnn_tf.models import VRNN, BetaVAE, ContentStyleVAE, DisentangledVRNN
 
+    if isinstance(model, ContentStyleVAE):
+        return "disentangled"
     if isinstance(model, BetaVAE):
         return "beta_vae"
     if isinstance(model, DisentangledVRNN):
@@ -41,7 +47,7 @@ def model_kind(model) -> str:
     if isinstance(model, VRNN):
         return "vrnn"
     raise ValueError(f"no likelihood bound is defined for a {type(model).__name__}; expected a "
-                     "VRNN, DisentangledVRNN or BetaVAE")
+                     "VRNN, DisentangledVRNN, ContentStyleVAE or BetaVAE")
 
 
 def _std_normal_log_prob(u):
@@ -66,6 +72,8 @@ def forward_terms(model, x, eps_z, eps_f=None):
       z_loc: [N, T, z_dim];  f_loc, f_sample: [N, f_dim];  z_sample: [N, T, z_dim]
     """
     kind = model_kind(model)
+    if kind == "disentangled":  # its own proposal q(f | x) prod_t q(z_t | x_t, f)
+        return model.posterior_terms(x, eps_z, eps_f)
     x_flat = tf.cast(model.flatten_frames(x), tf.float32)
     n, t = tf.shape(x_flat)[0], x_flat.shape[1]
     dt = model.compute_dtype
@@ -131,7 +139,8 @@ def _noise(model, shape_z, shape_f, key):
 
 
 def _f_dim(model):
-    return int(getattr(model, "f_dim", 0)) if model_kind(model) in ("full", "factorized") else 0
+    return int(getattr(model, "f_dim", 0)) if model_kind(model) in ("full", "factorized",
+                                                                    "disentangled") else 0
 
 
 class _Bounds:
@@ -280,8 +289,7 @@ def likelihood_report(model, batches, *, num_samples: int = 1000, chunk_size: in
         report["iwae"] = {"nats_per_image": mean, "sem": sem,
                           "bits_per_dim": mean / (d * math.log(2)), "k": int(num_samples),
                           "chunk_size": int(chunk_size),
-                          "proposal": ("q(z|x) per frame" if model_kind(model) == "beta_vae"
-                                       else "q(f|x) prod_t q(z_t|x_t,h_{t-1}), joint per sequence")}
+                          "proposal": _PROPOSALS[model_kind(model)]}
     report["active_units"] = active_units(cat(z_loc), cat(f_loc), cat(kl_z_dims), cat(kl_f_dims))
     if not model.likelihood.binarize:
         report["warning"] = (f"likelihood {model.likelihood.name!r} on grey levels: these "

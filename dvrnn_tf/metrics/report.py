@@ -110,7 +110,7 @@ def write_report(model, result, x, y, extras, path, seed=0):
     else:
         ax = fig.add_subplot(grid[4, :])
         ax.axis("off")
-        ax.text(0.5, 0.5, "no morphometrics (style preservation applies to full and factorized)",
+        ax.text(0.5, 0.5, "no morphometrics (style preservation applies to full, factorized and disentangled)",
                 ha="center", va="center", fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

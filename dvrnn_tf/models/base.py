@@ -182,10 +182,15 @@ class LatentVariableModel(keras.Model):
     def compile(self, optimizer="adam", **kwargs):
         """Like `keras.Model.compile`; also hands `clip_norm` to the optimizer.
 
+        optimizer="adam" (the default) is `FusedAdam`: Keras's Adam, one kernel per variable.
+
         Keras's optimizer clips after loss-scale unscaling and after the cross-replica
         all-reduce, which is where a global-norm clip belongs; an optimizer that already
         clips keeps its own setting.
         """
+        if isinstance(optimizer, str) and optimizer.lower() == "adam":
+            from dvrnn_tf.training.optimizers import FusedAdam
+            optimizer = FusedAdam()
         optimizer = keras.optimizers.get(optimizer)
         inner = getattr(optimizer, "inner_optimizer", optimizer)
         if self.clip_norm and not (inner.global_clipnorm or inner.clipnorm or inner.clipvalue):

@@ -42,12 +42,13 @@ def build(model_name, sizes, jit_compile, steps_per_execution=1):
 
     from dvrnn_tf.training import TrainConfig
     from dvrnn_tf.training.factory import build_model
+    from dvrnn_tf.training.optimizers import FusedAdam
 
     config = TrainConfig(model=model_name, likelihood="bernoulli",
                          **{k: v for k, v in sizes.items() if k != "batch_size"},
                          batch_size=sizes["batch_size"])
     model = build_model(config, IMAGE_SHAPE, sizes["seq_len"], num_classes=10)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+    model.compile(optimizer=FusedAdam(config.learning_rate),
                   jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     return model
 

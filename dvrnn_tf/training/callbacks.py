@@ -44,6 +44,13 @@ def _non_finite(logs):
     return sorted(bad.items(), key=lambda kv: (kv[0].removeprefix("val_") == "loss", kv[0]))
 
 
+def _due(callback, epoch):
+    """Whether a callback saving every `callback.every` epochs saves at the end of `epoch`
+    (0-based): every N-th epoch, and always the last one of the run."""
+    last = (callback.params or {}).get("epochs")
+    return (epoch + 1) % callback.every == 0 or (last is not None and epoch + 1 >= last)
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Raise `NonFiniteLossError` at the first non-finite loss term or weight.
 
@@ -97,9 +104,10 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
 
     STATE = "state.json"
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, every=1):
         super().__init__()
         self.backup_dir = pathlib.Path(backup_dir)
+        self.every = every
 
     def on_train_begin(self, logs=None):
         self.backup_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +131,8 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
         return None
 
     def on_epoch_end(self, epoch, logs=None):
+        if not _due(self, epoch):
+            return
         name = f"epoch-{epoch + 1:06d}.weights.h5"
         tmp = self.backup_dir / f".tmp-{name}"
         self.model.save_weights(str(tmp), overwrite=True)
@@ -140,9 +150,10 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
 class AtomicModelCheckpoint(keras.callbacks.Callback):
     """`model.save(filepath)` at each epoch's end, through a temporary file and a rename."""
 
-    def __init__(self, filepath):
+    def __init__(self, filepath, every=1):
         super().__init__()
         self.filepath = pathlib.Path(filepath)
+        self.every = every
 
     def _temporary(self):
         return self.filepath.with_name(f".{self.filepath.stem}.tmp-{os.getpid()}.keras")
@@ -153,6 +164,8 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
             stale.unlink()  # left by a killed process (the run directory is locked: not ours)
 
     def on_epoch_end(self, epoch, logs=None):
+        if not _due(self, epoch):
+            return
         tmp = self._temporary()
         self.model.save(str(tmp))
         _fsync(tmp)

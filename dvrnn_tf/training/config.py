@@ -13,7 +13,7 @@ from dataclasses import field
 
 from dvrnn_tf.objectives import LIKELIHOODS, SCHEDULES
 
-MODEL_NAMES = ("vrnn", "full", "factorized", "beta_vae", "cvae")
+MODEL_NAMES = ("vrnn", "full", "factorized", "disentangled", "beta_vae", "cvae")
 JIT_CHOICES = ("auto", "true", "false")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -33,7 +33,11 @@ class TrainConfig:
     hidden_dim: int = _f(100, "Width of every feature MLP.", lower=1)
     rnn_dim: int = _f(100, "GRU state size (VRNN models).", lower=1)
     z_dim: int = _f(3, "Style code size per step (the beta-VAE's latent size).", lower=1)
-    f_dim: int = _f(20, "Content code size (Disentangled VRNN).", lower=1)
+    f_dim: int = _f(20, "Content code size (full, factorized, disentangled).", lower=1)
+    kl_z_free_bits: float = _f(0.0, "disentangled: nats per frame of KL_z that cost nothing "
+                               "(free bits: keeps the style code from collapsing).", lower=0.0)
+    style_sees_content: bool = _f(True, "disentangled: the style posterior is q(z_t | x_t, f) "
+                                  "(else q(z_t | x_t)).")
     split_encoder: str = _f("", "CVAE: encoder layers split into one copy per class: `all`, "
                             "`none`/empty, or indices `0,1` (0 = first; 3 = the Gaussian head).")
     split_decoder: str = _f("", "CVAE: decoder layers split into one copy per class: `all`, "
@@ -71,6 +75,12 @@ class TrainConfig:
     steps_per_execution: int = _f(1, "Train steps per call of the compiled train function "
                                   "(fewer Python round trips; callbacks see every N-th batch).",
                                   lower=1)
+    validation_freq: int = _f(1, "Validate (TensorBoard's val_ curves) after every N-th "
+                              "epoch; metrics.json is measured at the end regardless.",
+                              lower=1)
+    checkpoint_every: int = _f(1, "Back up the training state and write checkpoints/last.keras "
+                               "every N epochs (and always after the last): a kill loses at "
+                               "most N epochs.", lower=1)
     mixed_precision: str = _f("none", "Keras dtype policy: `mixed_float16` (GPUs: float16 "
                               "compute, float32 weights, loss scaling) or `mixed_bfloat16` "
                               "(TPUs, recent CPUs); losses and distributions stay float32.",
@@ -98,7 +108,8 @@ class TrainConfig:
     RESUMABLE_CHANGES = ("epochs", "overwrite", "run_dir", "export", "figures", "data_dir",
                          "manual_dir",
                          # where and how fast, not what: a run may resume on other hardware
-                         "strategy", "num_cpu_devices", "tpu", "steps_per_execution")
+                         "strategy", "num_cpu_devices", "tpu", "steps_per_execution",
+                         "validation_freq", "checkpoint_every")
 
     def identity(self) -> dict:
         """The fields that define the run: a run directory is reused only if these match."""

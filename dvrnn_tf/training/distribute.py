@@ -162,12 +162,12 @@ def precision_policy(name: str):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def backup_callback(cls, write_dir, read_dir):
+def backup_callback(cls, write_dir, read_dir, **kwargs):
     """`cls(write_dir)`, a backup-and-restore callback, restoring from `read_dir` instead
     when the two differ (a non-chief worker: it writes its own temporary backup but resumes
     from the chief's, so that every worker starts from the same epoch)."""
     if pathlib.Path(write_dir) == pathlib.Path(read_dir):
-        return cls(str(write_dir))
+        return cls(str(write_dir), **kwargs)
 
     class RestoreFromChief(cls):
         def on_train_begin(self, logs=None):
@@ -178,4 +178,4 @@ def backup_callback(cls, write_dir, read_dir):
                 self.backup_dir = own
                 own.mkdir(parents=True, exist_ok=True)
 
-    return RestoreFromChief(str(write_dir))
+    return RestoreFromChief(str(write_dir), **kwargs)

@@ -28,6 +28,9 @@ def build_model(config, image_shape, seq_len, num_classes=10):
     if config.model in ("full", "factorized"):
         return cls(variant=config.model, rnn_dim=config.rnn_dim, f_dim=config.f_dim,
                    beta_f=beta_f, **common)
+    if config.model == "disentangled":
+        return cls(f_dim=config.f_dim, beta_f=beta_f, kl_z_free_bits=config.kl_z_free_bits,
+                   style_sees_content=config.style_sees_content, **common)
     if config.model == "cvae":
         return cls(num_classes=num_classes, split_encoder=config.split_encoder,
                    split_decoder=config.split_decoder, **common)

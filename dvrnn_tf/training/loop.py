@@ -14,6 +14,7 @@ from dvrnn_tf.training import distribute
 from dvrnn_tf.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint,
                                          NonFiniteGuard)
 from dvrnn_tf.training.factory import build_model
+from dvrnn_tf.training.optimizers import FusedAdam
 from dvrnn_tf.training.run_dir import RunDir, write_json_atomic
 
 # Images in the figure batch (held out, fixed).
@@ -52,8 +53,9 @@ def _callbacks(config, run, sampler, figure_x):
         # any instant; kept at the end: rerunning a finished command resumes at its end.
         # (A non-chief worker writes its own, temporary, backup; it resumes from the chief's.)
         distribute.backup_callback(AtomicBackupAndRestore, run.backup,
-                                   RunDir(_abspath(config.run_dir)).backup),
-        AtomicModelCheckpoint(str(run.checkpoints / "last.keras")),
+                                   RunDir(_abspath(config.run_dir)).backup,
+                                   every=config.checkpoint_every),
+        AtomicModelCheckpoint(str(run.checkpoints / "last.keras"), every=config.checkpoint_every),
         keras.callbacks.TensorBoard(str(run.logs), write_graph=False),
     ]
     if config.figures:
@@ -81,7 +83,7 @@ def train(config, callbacks=(), verbose="auto"):
         with strategy.scope():
             model = build_model(config, train_sampler.image_shape, train_sampler.seq_len,
                                 num_classes=train_sampler.num_classes)
-            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+            model.compile(optimizer=FusedAdam(config.learning_rate),
                           jit_compile=_jit(config),
                           steps_per_execution=config.steps_per_execution)
         steps = config.steps_per_epoch or train_sampler.steps_per_epoch(config.batch_size)
@@ -91,6 +93,7 @@ def train(config, callbacks=(), verbose="auto"):
 
         start = time.perf_counter()
         model.fit(train_ds, epochs=config.epochs, validation_data=eval_ds, verbose=verbose,
+                  validation_freq=config.validation_freq,
                   shuffle=False,  # the sampler already draws each epoch afresh
                   callbacks=_callbacks(config, run, train_sampler, figure_x) + list(callbacks))
         train_seconds = time.perf_counter() - start

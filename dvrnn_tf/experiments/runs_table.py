@@ -1,0 +1,350 @@
+"""Train and evaluate a set of variants over seeds, and tabulate them (mean ± std).
+
+The engine of `scripts/results.py` (the README's results table) and of
+`python -m dvrnn_tf.experiments.sweep` (variants, a table and a Pareto plot). A variant is a
+flag file plus extra training flags; each (variant, seed) trains with
+`python -m dvrnn_tf.train` into `<runs_root>/<variant>-s<seed>` and is measured by
+`dvrnn_tf.evaluate`. Resumable: a run whose metrics.json exists is not trained again (an
+interrupted one resumes from its last backup), and a run whose eval.json is newer than its
+checkpoint and was made with the same evaluation options is not evaluated again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from dvrnn_tf.experiments.tables import aggregate, pareto_plot, write_table
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+def parse_flag_lines(lines):
+    """{name: raw value} from `--name=value`, `--name` and `--noname` lines (comments skipped)."""
+    out = {}
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("--"):
+            raise ValueError(f"not a flag: {line!r}")
+        body = line[2:]
+        if "=" in body:
+            name, value = body.split("=", 1)
+        elif body.startswith("no"):
+            name, value = body[2:], "false"
+        else:
+            name, value = body, "true"
+        out[name] = value
+    return out
+
+
+def config_from_flags(flag_values: dict):
+    """A TrainConfig from raw flag values (types from the dataclass), validated."""
+    from dvrnn_tf.training import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    kwargs = {}
+    for name, raw in flag_values.items():
+        if name not in fields:
+            raise ValueError(f"--{name} is not a training flag")
+        default = fields[name].default
+        if isinstance(default, bool):
+            kwargs[name] = str(raw).lower() in ("1", "true", "yes")
+        elif isinstance(default, int):
+            kwargs[name] = int(raw)
+        elif isinstance(default, float):
+            kwargs[name] = float(raw)
+        else:
+            kwargs[name] = str(raw)
+    return TrainConfig(**kwargs)
+
+
+@dataclasses.dataclass
+class Job:
+    config_name: str
+    seed: int
+    flagfile: pathlib.Path
+    run_dir: pathlib.Path
+    overrides: list
+
+    @property
+    def name(self):
+        return f"{self.config_name}-s{self.seed}"
+
+    def flag_args(self):
+        return [f"--flagfile={self.flagfile}", *self.overrides, f"--seed={self.seed}",
+                f"--run_dir={self.run_dir}"]
+
+    def train_config(self):
+        values = parse_flag_lines(self.flagfile.read_text().splitlines())
+        values.update(parse_flag_lines(self.flag_args()[1:]))
+        return config_from_flags(values)
+
+
+def betas(config) -> str:
+    """The KL weights of a config, as the table shows them."""
+    def one(name, schedule, beta, c_max):
+        if schedule == "capacity":
+            return f"{name}: capacity C={c_max:g}, γ={config.capacity_gamma:g}"
+        if schedule != "constant":
+            return f"{name}={beta:g} ({schedule}, {config.warmup_steps} steps)"
+        return f"{name}={beta:g}"
+    parts = []
+    if config.model in ("full", "factorized", "disentangled"):
+        parts.append(one("β_f", config.kl_f_schedule, config.beta_f, config.capacity_f))
+    parts.append(one("β_z" if config.model != "beta_vae" else "β", config.kl_z_schedule,
+                     config.beta_z, config.capacity_z))
+    return ", ".join(parts)
+
+
+def _log(message):
+    print(f"[results {datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def train_job(job: Job, in_process: bool) -> dict:
+    """Train (or resume) one run; returns {"wall_seconds", "trained"}."""
+    metrics = job.run_dir / "metrics.json"
+    if metrics.is_file():
+        return {"trained": False, "wall_seconds": None}
+    _log(f"training {job.name}")
+    start = time.perf_counter()
+    if in_process:
+        from dvrnn_tf.training import train
+        train(job.train_config(), verbose=0)
+    else:
+        proc = subprocess.run([sys.executable, "-m", "dvrnn_tf.train", *job.flag_args()],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+        (job.run_dir / "train.log").parent.mkdir(parents=True, exist_ok=True)
+        (job.run_dir / "train.log").write_text(proc.stdout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"training {job.name} failed (exit {proc.returncode}); see "
+                               f"{job.run_dir / 'train.log'}:\n{proc.stdout[-2000:]}")
+    seconds = time.perf_counter() - start
+    _merge_json(job.run_dir / "results_timing.json", {"train_wall_seconds": seconds})
+    return {"trained": True, "wall_seconds": seconds}
+
+
+def _merge_json(path, values):
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data.update(values)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def eval_is_current(job: Job, eval_options: dict) -> bool:
+    path, checkpoint = job.run_dir / "eval.json", job.run_dir / "checkpoints" / "last.keras"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if not checkpoint.is_file() or path.stat().st_mtime < checkpoint.stat().st_mtime:
+        return False
+    done = data.get("options", {})
+    return all(done.get(k) == v for k, v in eval_options.items())
+
+
+def evaluate_job(job: Job, eval_options: dict, in_process: bool) -> dict:
+    if eval_is_current(job, eval_options):
+        return json.loads((job.run_dir / "eval.json").read_text())
+    _log(f"evaluating {job.name}")
+    start = time.perf_counter()
+    if in_process:
+        from dvrnn_tf.evaluate import evaluate_run
+        evaluate_run(job.run_dir, **eval_options)
+    else:
+        args = [f"--{k}={v}" if not isinstance(v, bool) else (f"--{k}" if v else f"--no{k}")
+                for k, v in eval_options.items()]
+        proc = subprocess.run([sys.executable, "-m", "dvrnn_tf.evaluate",
+                               f"--run_dir={job.run_dir}", *args], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        (job.run_dir / "eval.log").write_text(proc.stdout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"evaluating {job.name} failed (exit {proc.returncode}); see "
+                               f"{job.run_dir / 'eval.log'}:\n{proc.stdout[-2000:]}")
+    _merge_json(job.run_dir / "results_timing.json",
+                {"eval_wall_seconds": time.perf_counter() - start})
+    return json.loads((job.run_dir / "eval.json").read_text())
+
+
+
+# ---- variants ------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Variant:
+    """A row of the table: a flag file (flags/<flagfile>.flags) plus extra training flags;
+    seeds: its own training seeds (None: the command's --seeds)."""
+    name: str
+    label: str
+    flagfile: str
+    overrides: list = dataclasses.field(default_factory=list)
+    seeds: list | None = None
+
+
+def read_variants(path) -> list[Variant]:
+    """Variants from a file of `name | label | flag file | --flag=value ... [| seeds]` lines
+    (# comments); the optional last field, e.g. `0,1,2`, overrides the command's --seeds."""
+    variants = []
+    for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) not in (3, 4, 5) or not all(parts[:3]):
+            raise ValueError(f"{path}:{number}: expected `name | label | flag file | flags... "
+                             f"[| seeds]`, got {line!r}")
+        overrides = parts[3].split() if len(parts) >= 4 else []
+        seeds = None
+        if len(parts) == 5 and parts[4]:
+            try:
+                seeds = [int(s) for s in parts[4].split(",")]
+            except ValueError:
+                raise ValueError(f"{path}:{number}: seeds must be comma-separated integers, "
+                                 f"got {parts[4]!r}") from None
+        if any(not o.startswith("--") for o in overrides):
+            raise ValueError(f"{path}:{number}: extra flags must look like --name=value, got "
+                             f"{parts[3]!r}")
+        variants.append(Variant(parts[0], parts[1], parts[2], overrides, seeds))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: variant names must be unique, got {names}")
+    return variants
+
+
+# ---- the program ---------------------------------------------------------------------------
+
+def main(argv, *, description, default_variants, defaults):
+    """The command line of `scripts/results.py` and `dvrnn_tf.experiments.sweep`.
+
+    default_variants: the rows when neither --configs nor --variants is given; defaults:
+    argparse defaults (runs_root, out_md, out_json, pareto_png, ...)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--configs", default="",
+                   help="Comma-separated flag-file names (flags/<name>.flags), one row each.")
+    p.add_argument("--variants", default="",
+                   help="A file of `name | label | flag file | --flag=value ...` lines.")
+    p.add_argument("--seeds", default="0,1,2", help="Comma-separated training seeds.")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data_dir", default=str(ROOT / ".cache" / "tensorflow_datasets"))
+    p.add_argument("--manual_dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--flags_dir", default=str(ROOT / "flags"))
+    p.add_argument("--runs_root", default=str(ROOT / "runs" / "results"))
+    p.add_argument("--out_md", default=str(ROOT / "docs" / "results.md"))
+    p.add_argument("--out_json", default=str(ROOT / "docs" / "results.json"))
+    p.add_argument("--pareto_png", default="",
+                   help="Also draw swap accuracy against style preservation here.")
+    p.add_argument("--override", action="append", default=[],
+                   help="An extra training flag for every run (repeatable), "
+                        "e.g. --override=--epochs=1")
+    p.add_argument("--export", action="store_true", help="Also write each run's SavedModel.")
+    p.add_argument("--iwae_k", type=int, default=1000)
+    p.add_argument("--iwae_sequences", type=int, default=0)
+    p.add_argument("--eval_sequences", type=int, default=1000)
+    p.add_argument("--probe_sequences", type=int, default=5000)
+    p.add_argument("--eval_seed", type=int, default=0)
+    p.add_argument("--judge_dir", default="")
+    p.add_argument("--in_process", action="store_true",
+                   help="Train and evaluate in this process (tests); default: a subprocess each.")
+    p.add_argument("--dry_run", action="store_true", help="Print the jobs and stop.")
+    p.set_defaults(**defaults)
+    args = p.parse_args(argv)
+
+    if args.configs and args.variants:
+        p.error("--configs and --variants are alternatives: give one")
+    labels = {v.name: v.label for v in default_variants}
+    if args.variants:
+        try:
+            variants = read_variants(args.variants)
+        except (OSError, ValueError) as e:
+            p.error(f"--variants: {e}")
+    elif args.configs:
+        variants = [Variant(c.strip(), labels.get(c.strip(), c.strip()), c.strip())
+                    for c in args.configs.split(",") if c.strip()]
+    else:
+        variants = list(default_variants)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    flags_dir = pathlib.Path(args.flags_dir)
+    common = [f"--dataset={args.dataset}", f"--data_dir={args.data_dir}"]
+    if args.manual_dir and args.dataset != "digits":
+        common.append(f"--manual_dir={args.manual_dir}")
+    if not args.export:
+        common.append("--noexport")
+    jobs = []
+    for variant in variants:
+        flagfile = flags_dir / f"{variant.flagfile}.flags"
+        if not flagfile.is_file():
+            p.error(f"no flag file {flagfile} for {variant.name!r}")
+        for seed in variant.seeds or seeds:
+            run_dir = pathlib.Path(args.runs_root).resolve() / f"{variant.name}-s{seed}"
+            job = Job(variant.name, seed, flagfile, run_dir,
+                      common + list(variant.overrides) + list(args.override))
+            try:
+                job.train_config()  # every flag is checked before anything runs
+            except ValueError as e:
+                p.error(f"{variant.name}: {e}")
+            jobs.append(job)
+    eval_options = {"iwae_k": args.iwae_k, "iwae_sequences": args.iwae_sequences,
+                    "eval_sequences": args.eval_sequences,
+                    "probe_sequences": args.probe_sequences, "seed": args.eval_seed,
+                    "data_dir": args.data_dir,
+                    "manual_dir": args.manual_dir if args.dataset != "digits" else ""}
+    if args.judge_dir:
+        eval_options["judge_dir"] = args.judge_dir
+    if args.dry_run:
+        for job in jobs:
+            print("python -m dvrnn_tf.train " + " ".join(job.flag_args()))
+        return 0
+
+    command = " ".join(sys.argv[:1] + (sys.argv[1:] if argv is None else list(argv)))
+    results = {"dataset": args.dataset,
+               "seeds": sorted({j.seed for j in jobs}), "eval_options": eval_options,
+               "command": command,
+               "generated": datetime.datetime.now().isoformat(timespec="seconds"), "configs": {}}
+    from dvrnn_tf.evaluate import _finite, summarize
+
+    start = time.perf_counter()
+    by_name = {v.name: v for v in variants}
+    for job in jobs:
+        train_job(job, args.in_process)
+        evaluation = evaluate_job(job, eval_options, args.in_process)
+        # Recomputed from the stored metrics, so that a newer summary needs no re-evaluation.
+        summary = summarize(evaluation)
+        if summary.get("train_seconds") is not None:
+            summary["train_minutes"] = summary["train_seconds"] / 60
+        try:
+            timing = json.loads((job.run_dir / "results_timing.json").read_text())
+        except (OSError, ValueError):
+            timing = {}
+        variant = by_name[job.config_name]
+        entry = results["configs"].setdefault(job.config_name, {
+            "label": variant.label, "betas": betas(job.train_config()),
+            "flagfile": os.path.relpath(job.flagfile, ROOT) if job.flagfile.is_relative_to(ROOT)
+            else str(job.flagfile), "overrides": variant.overrides, "seeds": {}})
+        entry["seeds"][str(job.seed)] = {"run_dir": str(job.run_dir), "summary": summary,
+                                         "timing": timing,
+                                         "eval_json": str(job.run_dir / "eval.json")}
+    for entry in results["configs"].values():
+        entry["aggregate"] = aggregate({s: v["summary"] for s, v in entry["seeds"].items()})
+    results["seconds_this_invocation"] = time.perf_counter() - start
+    out_json = pathlib.Path(args.out_json)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    if args.pareto_png:
+        try:
+            results["pareto_png"] = pareto_plot(results, args.pareto_png)
+        except ValueError as e:  # e.g. no run could be measured: keep the table
+            results["pareto_skipped"] = str(e)
+            _log(f"no Pareto plot: {e}")
+    out_json.write_text(json.dumps(_finite(results), indent=2, sort_keys=True) + "\n")
+    write_table(results, pathlib.Path(args.out_md))
+    _log(f"wrote {args.out_md} and {args.out_json}"
+         + (f" and {args.pareto_png}" if args.pareto_png else ""))
+    return 0

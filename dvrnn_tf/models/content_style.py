@@ -1,0 +1,249 @@
+"""A sequence VAE whose content and style codes cannot leak into each other (`--model=disentangled`).
+
+Why not the Disentangled VRNN: its decoder reads the recurrent state h_{t-1}, which has seen
+every earlier frame, so content reaches the decoder without f and style without z; one of the
+two codes then collapses whatever the betas (issue 8's table; docs/disentanglement.md). Here
+each leak is closed by construction:
+
+* content: q(f | x_{1:T}) from the *mean* of the frames' features. Pooling is permutation
+  invariant, so f can hold what the frames share (the class) but cannot say which frame
+  looks how: per-frame style has no place in f.
+* style: q(z_t | x_t, f) sees one frame (and f, so it can encode the frame *relative to* its
+  content); the prior is p(z_t) = N(0, I) for every t (the frames of a sequence are
+  independent draws, so a recurrent prior p(z_t | z_{<t}) has nothing to learn).
+* decoder: p(x_t | z_t, f), no recurrent state: a frame's style reaches it only through z_t
+  and the content only through f (which is cheaper to use: its KL is paid once per
+  sequence, a class carried in z would be paid at every frame).
+* free bits: KL_z is penalized only above `kl_z_free_bits` nats per frame (Kingma et al.
+  2016), so z cannot collapse onto its prior (what the first paper's betas do).
+
+Loss per image: nll + beta_f KL_f / T + beta_z max(KL_z, free bits), each KL analytic
+(`tfd` diagonal Gaussians against N(0, I)).
+"""
+import math
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from dvrnn_tf.layers import GaussianHead, diag_gaussian, kl_diag_gaussians, mlp, on_rows
+from dvrnn_tf.models.base import LatentVariableModel, check_positive
+
+tfd = tfp.distributions
+
+
+@keras.saving.register_keras_serializable(package="dvrnn_tf")
+class ContentStyleVAE(LatentVariableModel):
+    """Global content f, per-frame style z_t, and a decoder that sees only (z_t, f).
+
+    Shapes: x [B, T, H, W, C]; q(f | x): batch_shape [B], event_shape [f_dim];
+    q(z_t | x_t, f): batch_shape [B, T], event_shape [z_dim]; p(f), p(z_t) = N(0, I).
+
+    Args (beyond `LatentVariableModel`'s):
+      hidden_dim: width of every hidden layer.
+      f_dim, z_dim: sizes of the content and style codes.
+      beta_f, beta_z: KL weights (float or `KLWeight`).
+      kl_z_free_bits: nats per frame of KL_z that cost nothing (0: plain beta-weighted KL).
+      style_sees_content: q(z_t | x_t, f) if True, else q(z_t | x_t).
+    """
+
+    def __init__(self, image_shape, seq_len=8, hidden_dim=256, f_dim=16, z_dim=8, beta_f=1.0,
+                 beta_z=1.0, kl_z_free_bits=0.0, style_sees_content=True,
+                 likelihood="bernoulli", clip_norm=10.0, seed=None, **kwargs):
+        check_positive(hidden_dim=hidden_dim, f_dim=f_dim, z_dim=z_dim)
+        if not (kl_z_free_bits >= 0 and math.isfinite(kl_z_free_bits)):
+            raise ValueError(f"`kl_z_free_bits` must be a finite number >= 0 (nats per frame), "
+                             f"got {kl_z_free_bits}")
+        super().__init__(image_shape, seq_len=seq_len, likelihood=likelihood,
+                         clip_norm=clip_norm, seed=seed,
+                         kl_weights={"kl_z": beta_z, "kl_f": beta_f}, **kwargs)
+        self.hidden_dim, self.f_dim, self.z_dim = int(hidden_dim), int(f_dim), int(z_dim)
+        self.kl_z_free_bits = float(kl_z_free_bits)
+        self.style_sees_content = bool(style_sees_content)
+        h = self.hidden_dim
+        self.phi_x = mlp([h, h], name="phi_x")
+        self.content_net = mlp([h], name="content_net")
+        self.content = GaussianHead(self.f_dim, name="content")
+        self.phi_f = mlp([h], name="phi_f")
+        self.style_net = mlp([h], name="style_net")
+        self.style = GaussianHead(self.z_dim, name="style")
+        self.phi_z = mlp([h], name="phi_z")
+        self.decoder_net = mlp([h, h], name="decoder_net")
+        self.decoder_out = keras.layers.Dense(
+            self.x_dim * self.likelihood.params_per_pixel, name="decoder_out")
+        self.build()
+
+    def build(self, input_shape=None):
+        h = self.hidden_dim
+        self.phi_x.build((None, None, self.x_dim))
+        self.content_net.build((None, h))
+        self.content.build((None, h))
+        self.phi_f.build((None, self.f_dim))
+        self.style_net.build((None, None, 2 * h if self.style_sees_content else h))
+        self.style.build((None, None, h))
+        self.phi_z.build((None, None, self.z_dim))
+        self.decoder_net.build((None, None, 2 * h))
+        self.decoder_out.build((None, None, h))
+        self.built = True
+
+    # ---- distributions ---------------------------------------------------------------------
+
+    def content_params(self, feats):
+        """q(f | x_{1:T}) from frame features [B, T, h]: (loc, scale), each [B, f_dim]."""
+        return self.content(self.content_net(tf.reduce_mean(feats, axis=1)))
+
+    def style_params(self, feats, phi_f):
+        """q(z_t | x_t, f): (loc, scale), each [B, T, z_dim]; phi_f [B, h] or [B, T, h]."""
+        if self.style_sees_content:
+            feats = tf.concat([feats, self._per_step(phi_f, tf.shape(feats)[1])], axis=-1)
+        return self.style(on_rows(self.style_net, feats))
+
+    def decoder_params(self, z, phi_f):
+        """Parameters of p(x_t | z_t, f): z [B, T, z_dim], phi_f [B, h] or [B, T, h] ->
+        [B, T, params_per_pixel * D]."""
+        phi_z = on_rows(self.phi_z, z)
+        hidden = tf.concat([phi_z, self._per_step(phi_f, tf.shape(z)[1])], axis=-1)
+        return on_rows(self.decoder_out, on_rows(self.decoder_net, hidden))
+
+    @staticmethod
+    def _per_step(phi_f, steps):
+        if phi_f.shape.rank == 3:
+            return phi_f
+        return tf.repeat(phi_f[:, None, :], steps, axis=1)
+
+    def _infer(self, x, eps_f, eps_z):
+        """Posterior samples f = loc + scale eps_f, z = loc + scale eps_z (zeros: the means)."""
+        x_flat = self.flatten_frames(x)
+        feats = on_rows(self.phi_x, x_flat)
+        f_loc, f_scale = self.content_params(feats)
+        f = f_loc + f_scale * tf.cast(eps_f, f_loc.dtype)
+        phi_f = self.phi_f(f)
+        z_loc, z_scale = self.style_params(feats, phi_f)
+        z = z_loc + z_scale * tf.cast(eps_z, z_loc.dtype)
+        return x_flat, dict(f_loc=f_loc, f_scale=f_scale, f_sample=f, z_loc=z_loc,
+                            z_scale=z_scale, z_sample=z), phi_f
+
+    # ---- the model -------------------------------------------------------------------------
+
+    def compute_terms(self, x, training=False):
+        batch, steps = tf.shape(x)[0], tf.shape(x)[1]
+        eps_f = self.normal_noise((batch, self.f_dim))
+        eps_z = self.normal_noise(tf.stack([batch, steps, self.z_dim]))
+        x_flat, q, phi_f = self._infer(x, eps_f, eps_z)
+        params = self.decoder_params(q["z_sample"], phi_f)
+        kl_z = tf.reduce_mean(kl_diag_gaussians(q["z_loc"], q["z_scale"]))  # per frame
+        # One f per sequence: its KL shared by the T frames (nats per image).
+        kl_f = tf.reduce_mean(kl_diag_gaussians(q["f_loc"], q["f_scale"]))
+        kl_f = kl_f / tf.cast(steps, kl_f.dtype)
+        return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z, "kl_f": kl_f}
+
+    def total_loss(self, terms, step):
+        # Free bits: the first kl_z_free_bits nats per frame are free (no gradient pushes
+        # KL_z below them); the logged kl_z stays the true KL.
+        if self.kl_z_free_bits:
+            terms = {**terms, "kl_z": tf.maximum(terms["kl_z"], self.kl_z_free_bits)}
+        return super().total_loss(terms, step)
+
+    def posterior_terms(self, x, eps_z, eps_f):
+        """What `dvrnn_tf.metrics.likelihood.forward_terms` needs (see there): one sample of
+        q(f | x) q(z | x, f) per row, its log densities and the analytic KLs."""
+        x_flat, q, phi_f = self._infer(x, eps_f, eps_z)
+        params = self.decoder_params(q["z_sample"], phi_f)
+        q = {k: tf.cast(v, tf.float32) for k, v in q.items()}
+        log_px = self.likelihood.distribution(tf.cast(params, tf.float32)).log_prob(
+            tf.cast(x_flat, tf.float32))
+        q_f = tfd.Normal(q["f_loc"], q["f_scale"])
+        q_z = tfd.Normal(q["z_loc"], q["z_scale"])
+        std = tfd.Normal(0.0, 1.0)
+        kl_f_dims, kl_z_dims = q_f.kl_divergence(std), q_z.kl_divergence(std)
+        return {
+            "log_px": tf.reduce_sum(log_px, -1, keepdims=True),
+            "log_pf": tf.reduce_sum(std.log_prob(q["f_sample"]), -1, keepdims=True),
+            "log_qf": tf.reduce_sum(q_f.log_prob(q["f_sample"]), -1, keepdims=True),
+            "log_pz": tf.reduce_sum(std.log_prob(q["z_sample"]), [-2, -1])[:, None],
+            "log_qz": tf.reduce_sum(q_z.log_prob(q["z_sample"]), [-2, -1])[:, None],
+            "kl_z": tf.reduce_sum(kl_z_dims, -1), "kl_z_dims": kl_z_dims,
+            "kl_f": tf.reduce_sum(kl_f_dims, -1), "kl_f_dims": kl_f_dims,
+            **{k: q[k] for k in ("z_loc", "z_sample", "f_loc", "f_sample")}}
+
+    def call(self, x, training=False):
+        """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""
+        return self.reconstruct(self.check_inputs(x))
+
+    # ---- what a user does with it (the Disentangled VRNN's interface) ------------------------
+
+    def encode(self, x, sample=True):
+        """Posteriors of f ([B, f_dim]) and z_{1:T} ([B, T, z_dim]): loc, scale, sample.
+        sample=False: z's posterior given f's mean, and samples equal to the locs."""
+        x = tf.convert_to_tensor(x)
+        shape = tf.shape(x)
+        if sample:
+            eps_f = self.normal_noise((shape[0], self.f_dim))
+            eps_z = self.normal_noise(tf.stack([shape[0], shape[1], self.z_dim]))
+        else:
+            eps_f = tf.zeros(tf.stack([shape[0], self.f_dim]), self.compute_dtype)
+            eps_z = tf.zeros(tf.stack([shape[0], shape[1], self.z_dim]), self.compute_dtype)
+        return self._infer(x, eps_f, eps_z)[1]
+
+    def reconstruct(self, x):
+        """The decoder's mean at the posterior means of f and z: [B, T, H, W, C]."""
+        q = self.encode(x, sample=False)
+        return self.decode(q["f_loc"], q["z_loc"])
+
+    def decode(self, f, z=None):
+        """Images from content f ([n, f_dim], or [n, T, f_dim]: one per step) and style z
+        ([n, T, z_dim]; None: z_t ~ p(z_t) = N(0, I)). Returns [n, T, H, W, C]."""
+        f = tf.convert_to_tensor(f, self.compute_dtype)
+        if z is None:
+            z = self.normal_noise((tf.shape(f)[0], self.seq_len, self.z_dim))
+        z = tf.convert_to_tensor(z, self.compute_dtype)
+        mean = self.likelihood.mean(self.decoder_params(z, self.phi_f(f)))
+        return self.unflatten_frames(tf.cast(mean, self.compute_dtype))
+
+    def prior_distribution(self, batch_shape):
+        """p(z_t) = N(0, I): batch_shape `batch_shape`, event_shape [z_dim]."""
+        zeros = tf.zeros(tf.concat([batch_shape, [self.z_dim]], 0), self.compute_dtype)
+        return diag_gaussian(zeros, tf.ones_like(zeros))
+
+    def sample_content(self, n):
+        """f ~ p(f): [n, f_dim]."""
+        return self.normal_noise((n, self.f_dim))
+
+    def generate(self, n):
+        """n sequences with f ~ p(f) and z_t ~ p(z_t)."""
+        return self.decode(self.sample_content(n))
+
+    def generate_fixed_content(self, n):
+        """One f ~ p(f) for all n sequences, fresh z per sequence and step."""
+        return self.decode(tf.repeat(self.sample_content(1), n, axis=0))
+
+    def generate_fixed_style(self, n):
+        """Per sequence one z ~ N(0, I) used at every step, a fresh f at each step."""
+        z = tf.repeat(self.normal_noise((n, 1, self.z_dim)), self.seq_len, axis=1)
+        return self.decode(self.normal_noise((n, self.seq_len, self.f_dim)), z)
+
+    def swap(self, x_content, x_style):
+        """f of each sequence in x_content decoded with the z_{1:T} of the one in x_style
+        (posterior means)."""
+        a, b = self.encode(x_content, sample=False), self.encode(x_style, sample=False)
+        return self.decode(a["f_loc"], b["z_loc"])
+
+    def interpolate(self, x_a, x_b, steps=8, code="f"):
+        """Decode `steps` points on the line from A's code to B's (the other code kept
+        from A). x_a, x_b: [1, T, H, W, C]; code "f" or "z". Returns [steps, T, H, W, C]."""
+        if code not in ("f", "z"):
+            raise ValueError(f"`code` must be 'f' or 'z', got {code!r}")
+        a, b = self.encode(x_a, sample=False), self.encode(x_b, sample=False)
+        w = tf.linspace(0.0, 1.0, steps)
+        f, z = tf.repeat(a["f_loc"], steps, 0), tf.repeat(a["z_loc"], steps, 0)
+        if code == "f":
+            f = (1 - w[:, None]) * a["f_loc"] + w[:, None] * b["f_loc"]
+        else:
+            z = (1 - w[:, None, None]) * a["z_loc"] + w[:, None, None] * b["z_loc"]
+        return self.decode(f, z)
+
+    def get_config(self):
+        # The base class adds image_shape, seq_len, likelihood, clip_norm, seed and the betas.
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "f_dim": self.f_dim,
+                "z_dim": self.z_dim, "kl_z_free_bits": self.kl_z_free_bits,
+                "style_sees_content": self.style_sees_content}
