@@ -87,3 +87,20 @@ def test_falls_back_to_keras_for_amsgrad():
             opt.apply([tf.constant(rng.normal(size=4).astype("float32") * 0 + i)], [v])
         out.append(v.numpy())
     np.testing.assert_allclose(out[1], out[0], rtol=1e-6)
+
+
+def test_a_saved_model_loads_with_only_the_models_imported(tmp_path):
+    """FusedAdam is registered by `dvrnn_tf.models` itself (what a user imports to load)."""
+    model, x = _model_and_data()
+    model.compile()
+    model.train_step(x)
+    model.save(tmp_path / "m.keras")
+    code = ("import keras, dvrnn_tf.models, sys; "
+            f"m = keras.models.load_model({str(tmp_path / 'm.keras')!r}); "
+            "print(type(m.optimizer).__name__)")
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("FusedAdam")

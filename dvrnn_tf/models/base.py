@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from dvrnn_tf.objectives import get_likelihood
 from dvrnn_tf.objectives.kl_weights import KLWeight, deserialize, serialize
+# Imported here so that a `.keras` file saved with it loads wherever the models do.
+from dvrnn_tf.training.optimizers import FusedAdam
 
 
 def images_from_data(data):
@@ -189,7 +191,6 @@ class LatentVariableModel(keras.Model):
         clips keeps its own setting.
         """
         if isinstance(optimizer, str) and optimizer.lower() == "adam":
-            from dvrnn_tf.training.optimizers import FusedAdam
             optimizer = FusedAdam()
         optimizer = keras.optimizers.get(optimizer)
         inner = getattr(optimizer, "inner_optimizer", optimizer)
