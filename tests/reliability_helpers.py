@@ -1,4 +1,4 @@
-"""Helpers of the reliability tests: test_bad_inputs.py, test_reliability.py and
+"""Helpers of the reliability tests: test_bad_inputs_*.py, test_reliability.py and
 test_fuzz_endpoints.py."""
 import json
 import os
@@ -54,6 +54,27 @@ def cli_in_process(args, capsys):
     finally:
         flags.FLAGS.unparse_flags()
     return code, capsys.readouterr().err
+
+
+def refused(capsys, run_dir, args, words):
+    """Run the CLI with args (in this process, `cli_in_process`); it must exit non-zero naming
+    `words`, leaving run_dir as it was (claiming a directory may add its empty `.lock` file,
+    nothing else). The catalogue of bad inputs (test_bad_inputs_*.py) asserts through this."""
+    before = snapshot(run_dir)
+    lock = pathlib.Path(run_dir) / ".lock"
+    if ".lock" not in before[0] and pathlib.Path(run_dir).exists():
+        lock.touch()
+        before = snapshot(run_dir)
+    code, err = cli_in_process(args, capsys)
+    assert code not in (0, None), err[-2000:]
+    for word in words:
+        assert word in err, f"{word!r} not in: {err[-2000:]}"
+    after = snapshot(run_dir)
+    assert after[1] == before[1], "folders of the previous run were added or removed"
+    assert after[0].keys() == before[0].keys(), "files of the previous run were added/removed"
+    for name, (size, mtime, data) in before[0].items():
+        assert after[0][name] == (size, mtime, data), f"{name} of the previous run was touched"
+    return err
 
 
 def cli_env(**faults):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from dvrnn_tf.evaluate import EvaluationError, EvalOptions, evaluate_run
+from dvrnn_tf.metrics.evaluation import EvaluationError, EvalOptions, evaluate_run
 from dvrnn_tf.training import TrainConfig, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def test_results_flag_parsing():
 
 
 def test_a_model_no_metric_applies_to_is_refused():
-    from dvrnn_tf.evaluate import _select_metrics
+    from dvrnn_tf.metrics.evaluation import _select_metrics
 
     with pytest.raises(EvaluationError, match="no metric.*'cvae'.*measures"):
         _select_metrics("all", "cvae", "sequences")

@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 from sklearn.datasets import load_digits
 
-from dvrnn_tf.experiments import framework, scoring, win_rates
+from dvrnn_tf.experiments import framework, grid_experiments, regression, scoring, win_rates
 from dvrnn_tf.models.cvae import label_transforms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,12 +98,12 @@ def test_wilson_interval_and_mean_interval():
 def test_steps_to_reach_the_same_loss():
     t = np.arange(1, 2001)
     fast, slow = 1 + 10 * np.exp(-t / 100), 1 + 10 * np.exp(-t / 300)
-    cmp = framework.compare_curves(fast, slow, window=1)
+    cmp = regression.compare_curves(fast, slow, window=1)
     # Both reach 90% of the way to the worse final loss; the slow one takes 3x the steps.
     assert cmp["ratio"] == pytest.approx(3.0, rel=0.02)
-    assert framework.steps_to_reach([5, 4, 3], 3.5) == 3
-    assert framework.steps_to_reach([5, 4], 1) is None
-    np.testing.assert_allclose(framework.smooth([1, 3, 5, 7], window=2), [1, 2, 4, 6])
+    assert regression.steps_to_reach([5, 4, 3], 3.5) == 3
+    assert regression.steps_to_reach([5, 4], 1) is None
+    np.testing.assert_allclose(regression.smooth([1, 3, 5, 7], window=2), [1, 2, 4, 6])
 
 
 # ---- end to end (tiny) --------------------------------------------------------------------
@@ -127,8 +127,8 @@ def _png(path):
 
 def test_bias_and_layer_split_end_to_end(data, tmp_path):
     judge = stub_judge()
-    result = framework.bias(TINY, 0, judge, str(tmp_path), data=data)
-    assert set(result["runs"]) == set(framework.BIAS_CONFIGS)
+    result = grid_experiments.bias(TINY, 0, judge, str(tmp_path), data=data)
+    assert set(result["runs"]) == set(grid_experiments.BIAS_CONFIGS)
     for run in result["runs"].values():
         assert 0 <= run["score"]["label_preservation"] <= 1
         # 15 steps leave the cells nearly alike: an R^2 may be NaN (no variance), not absent.
@@ -137,7 +137,7 @@ def test_bias_and_layer_split_end_to_end(data, tmp_path):
     assert json.loads((tmp_path / "bias.json").read_text())["seed"] == 0
 
     shallow = framework.Settings(**{**TINY.to_dict(), "num_hidden": 1})  # 2 layers per net
-    result = framework.layer_split(shallow, 0, judge, str(tmp_path), data=data)
+    result = grid_experiments.layer_split(shallow, 0, judge, str(tmp_path), data=data)
     assert list(result["encoder_split"]) == ["decoder_l+0", "decoder_l+1"]
     assert [r["encoder_layer"] for r in result["decoder_split"].values()] == [1, 0]
     assert result["encoder_split"]["decoder_l+1"]["train"]["model"]["split_decoder"] == [1]
@@ -145,11 +145,11 @@ def test_bias_and_layer_split_end_to_end(data, tmp_path):
 
 
 def test_competition_conditions_and_regression(data, tmp_path):
-    assert framework.condition_kwargs("encoder_split", 3) == {"split_encoder": [0]}
-    assert framework.condition_kwargs("decoder_split", 3) == {"split_decoder": [3]}
+    assert grid_experiments.condition_kwargs("encoder_split", 3) == {"split_encoder": [0]}
+    assert grid_experiments.condition_kwargs("decoder_split", 3) == {"split_decoder": [3]}
     conditions = ("masked", "encoder_split", "decoder_split")  # standard: the binary's test
-    result = framework.competition(TINY, 1, None, str(tmp_path), data=data,
-                                   conditions=conditions, transforms=("reflection",))
+    result = grid_experiments.competition(TINY, 1, None, str(tmp_path), data=data,
+                                          conditions=conditions, transforms=("reflection",))
     assert list(result["runs"]) == [f"reflection/{c}" for c in conditions]
     masked = result["runs"]["reflection/masked"]
     assert masked["train"]["model"]["mask_label"] and masked["transform"] == "reflection"
@@ -158,7 +158,7 @@ def test_competition_conditions_and_regression(data, tmp_path):
         assert run["winner"] == scoring.decide_winner(run["score_mu_p"], run["score_mu_p_prime"])
         assert _png(run["figure"])
 
-    result = framework.regression(TINY, 0, out_dir=str(tmp_path), data=data, judge=stub_judge())
+    result = regression.regression(TINY, 0, out_dir=str(tmp_path), data=data, judge=stub_judge())
     assert 0 <= result["base_model_score"]["label_preservation"] <= 1
     for kind in ("encoder", "decoder"):
         assert len(result["curves"][f"{kind}_entangled"]) == TINY.regression_steps
@@ -202,8 +202,8 @@ def test_win_rates_binary_runs_and_resumes(tmp_path, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished run was run again")
 
-    monkeypatch.setattr(framework, "competition_run", must_not_run)
-    monkeypatch.setattr(framework, "regression", must_not_run)
+    monkeypatch.setattr(grid_experiments, "competition_run", must_not_run)
+    monkeypatch.setattr(regression, "regression", must_not_run)
     settings = framework.Settings(**flags)
     again = win_rates.run_all(settings, [0], str(run_dir), None, data=(None, None),
                               conditions=["standard"], transforms=["rotation"])

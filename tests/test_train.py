@@ -31,7 +31,7 @@ class History(keras.callbacks.Callback):
 
 # ---- flags --------------------------------------------------------------------------------
 
-# The command line's bad flags: tests/test_bad_inputs.py (the catalogue of bad inputs).
+# The command line's bad flags: tests/test_bad_inputs_flags.py (the catalogue of bad inputs).
 
 
 def test_config_rejects_what_the_flags_reject():

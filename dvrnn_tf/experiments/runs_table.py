@@ -157,7 +157,7 @@ def evaluate_job(job: Job, eval_options: dict, in_process: bool) -> dict:
     _log(f"evaluating {job.name}")
     start = time.perf_counter()
     if in_process:
-        from dvrnn_tf.evaluate import evaluate_run
+        from dvrnn_tf.metrics.evaluation import evaluate_run
         evaluate_run(job.run_dir, **eval_options)
     else:
         args = [f"--{k}={v}" if not isinstance(v, bool) else (f"--{k}" if v else f"--no{k}")
@@ -309,7 +309,7 @@ def main(argv, *, description, default_variants, defaults):
                "seeds": sorted({j.seed for j in jobs}), "eval_options": eval_options,
                "command": command,
                "generated": datetime.datetime.now().isoformat(timespec="seconds"), "configs": {}}
-    from dvrnn_tf.evaluate import _finite, summarize
+    from dvrnn_tf.metrics.evaluation import _finite, summarize
 
     start = time.perf_counter()
     by_name = {v.name: v for v in variants}

@@ -71,7 +71,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.experiment is None:
         raise app.UsageError(f"--experiment is required: one of {', '.join(EXPERIMENTS)}")
-    from dvrnn_tf.experiments import framework, win_rates
+    from dvrnn_tf.experiments import framework, grid_experiments, regression, win_rates
     from dvrnn_tf.metrics.judge import load_or_train_judge
 
     settings = settings_from_flags()
@@ -84,21 +84,22 @@ def main(argv):
     print(f"judge: {info.get('path')} (test accuracy {info.get('test_accuracy')})")
     seed = FLAGS.seed
     if FLAGS.experiment == "bias":
-        result = framework.bias(settings, seed, judge, out, data=data)
+        result = grid_experiments.bias(settings, seed, judge, out, data=data)
         for name, run in result["runs"].items():
             print(f"{name:14s} {framework._score_line(run['score'])}")
     elif FLAGS.experiment == "layer_split":
-        result = framework.layer_split(settings, seed, judge, out, data=data)
+        result = grid_experiments.layer_split(settings, seed, judge, out, data=data)
         for group in ("encoder_split", "decoder_split"):
             for name, run in result[group].items():
                 print(f"{group} {name:12s} {framework._score_line(run['score'])}")
     elif FLAGS.experiment == "competition":
-        result = framework.competition(settings, seed, judge, out, data=data,
-                                       conditions=FLAGS.conditions, transforms=FLAGS.transforms)
+        result = grid_experiments.competition(settings, seed, judge, out, data=data,
+                                              conditions=FLAGS.conditions,
+                                              transforms=FLAGS.transforms)
         for name, run in result["runs"].items():
             print(f"{name:26s} winner {run['winner']:8s} ({run['cpu_seconds']:.0f} CPU s)")
     elif FLAGS.experiment == "regression":
-        result = framework.regression(settings, seed, out_dir=out, data=data, judge=judge)
+        result = regression.regression(settings, seed, out_dir=out, data=data, judge=judge)
         if result["base_model_score"] is not None:
             print(f"base model: {framework._score_line(result['base_model_score'])}")
         for kind in ("encoder", "decoder"):

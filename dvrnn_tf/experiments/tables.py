@@ -2,7 +2,7 @@
 
 `results` (what `dvrnn_tf.experiments.runs_table.main` collects): {"dataset", "seeds",
 "eval_options", "command", "generated", "configs": {name: {"label", "betas", "flagfile",
-"overrides", "seeds": {seed: {"summary": dvrnn_tf.evaluate.summarize(eval.json), ...}},
+"overrides", "seeds": {seed: {"summary": dvrnn_tf.metrics.evaluation.summarize(eval.json), ...}},
 "aggregate": aggregate(...)}}}.
 """
 from __future__ import annotations

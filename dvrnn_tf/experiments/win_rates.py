@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from dvrnn_tf.experiments import framework, scoring
+from dvrnn_tf.experiments import framework, grid_experiments, scoring
+from dvrnn_tf.experiments import regression as regression_experiment
 from dvrnn_tf.experiments.framework import CONDITIONS, TRANSFORM_KINDS, Settings, _write_json
 
 
@@ -48,8 +49,8 @@ def run_all(settings: Settings, seeds, out_dir, judge, data=None, conditions=CON
                 done = _load(path)
                 if done is not None and done.get("settings") == expected:
                     continue
-                run = framework.competition_run(settings, seed, judge, condition, transform,
-                                                data=data)
+                run = grid_experiments.competition_run(settings, seed, judge, condition,
+                                                       transform, data=data)
                 run["settings"] = expected
                 _write_json(path, run)
                 log(f"seed {seed} {transform:10s} {condition:13s} winner {run['winner']:8s} "
@@ -58,7 +59,7 @@ def run_all(settings: Settings, seeds, out_dir, judge, data=None, conditions=CON
             path = os.path.join(runs_dir, run_name(seed) + ".json")
             done = _load(path)
             if done is None or done.get("settings") != expected:
-                run = framework.regression(settings, seed, data=data, judge=judge)
+                run = regression_experiment.regression(settings, seed, data=data, judge=judge)
                 run.pop("curves", None)  # kept small: the curves are in `--experiment=regression`
                 _write_json(path, run)
                 log(f"seed {seed} regression: encoder ratio {run['encoder']['ratio']}, decoder "

@@ -7,4 +7,6 @@
   style preservation by morphometrics, kNN accuracy for the beta-VAE.
 * `morphometry`: Morpho-MNIST-style slant, thickness, width, height, and variance shares.
 * `report`: the one-page report.png of `python -m dvrnn_tf.evaluate`.
+* `evaluation`: `evaluate_run`, which measures a run directory with all of the above (the
+  library of `python -m dvrnn_tf.evaluate`), and `summarize`.
 """

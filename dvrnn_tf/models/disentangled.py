@@ -117,7 +117,8 @@ class DisentangledVRNN(VRNNBase):
         with sample=False the path runs through the means (f = f_loc, z_t = z_loc_t, as in
         `reconstruct`), every output is deterministic and the samples equal the locs.
         """
-        # Fix (tests/test_vrnn.py): `sample` added; swap/interpolate use the deterministic means.
+        # Fix (tests/test_vrnn_models.py): `sample` added; swap/interpolate use the deterministic
+        # means.
         q_f, f, _, style = self._infer(self.flatten_frames(x), sample=sample)
         return {"f_loc": q_f.distribution.loc, "f_scale": q_f.distribution.scale, "f_sample": f,
                 "z_loc": style["loc"], "z_scale": style["scale"], "z_sample": style["z"]}

@@ -1,0 +1,367 @@
+"""Evaluating a trained run, as a library: the program is `python -m dvrnn_tf.evaluate`.
+
+`evaluate_run` loads a run directory's `checkpoints/last.keras` and `config.json`, computes every
+metric of DESIGN 4 that applies to its model (`APPLIES_TO`; `EvalOptions` says how), writes
+`eval.json` and `report.png`, and returns eval.json's data; `summarize` gives its headline
+numbers (the results table's columns). `dvrnn_tf.evaluate` documents the metrics and turns
+`EvalOptions`' fields into flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+
+METRICS = ("likelihood", "judge", "swap", "label_preservation", "style_leakage",
+           "style_preservation", "knn")
+_DISENTANGLED = ("full", "factorized", "disentangled")
+APPLIES_TO = {
+    "likelihood": ("vrnn", *_DISENTANGLED, "beta_vae"),
+    "judge": ("vrnn", *_DISENTANGLED, "beta_vae"),
+    "swap": _DISENTANGLED,
+    "label_preservation": _DISENTANGLED,
+    "style_leakage": ("vrnn", *_DISENTANGLED, "beta_vae"),
+    "style_preservation": _DISENTANGLED,
+    "knn": ("beta_vae",),
+}
+# Metrics that judge whole frames as images: meaningless when a frame is one row of an image.
+_NEEDS_IMAGES = ("judge", "swap", "label_preservation", "style_preservation", "knn")
+
+
+class EvaluationError(RuntimeError):
+    """A run directory, or a request, that cannot be evaluated; the message says why."""
+
+
+@dataclasses.dataclass
+class EvalOptions:
+    """What `evaluate_run` measures and how; the program's flags are these fields."""
+
+    metrics: str = "all"
+    split: str = "test"
+    iwae_k: int = 1000
+    iwae_chunk: int = 100
+    iwae_sequences: int = 0
+    eval_sequences: int = 1000
+    probe_sequences: int = 5000
+    num_styles: int = 4
+    style_sources: int = 20
+    seed: int = 0
+    judge_dir: str = ""
+    judge_seed: int = 0
+    judge_epochs: int = 0
+    data_dir: str = ""
+    manual_dir: str = ""
+    output_dir: str = ""
+    report: bool = True
+
+    HELP = {
+        "metrics": "Comma-separated metrics, or `all` (every one that applies). Choices: "
+                   + ", ".join(METRICS) + ".",
+        "split": "The split measured (`test` is the held-out split).",
+        "iwae_k": "K, importance samples per sequence (per frame for beta_vae) of the IWAE "
+                  "bound; 0 skips the bound.",
+        "iwae_chunk": "Samples drawn at once (memory: chunk x batch x T frames).",
+        "iwae_sequences": "Held-out sequences in the likelihood bounds; 0: all.",
+        "eval_sequences": "Held-out sequences for swap, label preservation and probes; 0: all.",
+        "probe_sequences": "Train-split sequences the linear probes are fitted on; 0: all.",
+        "num_styles": "Styles drawn per content (label preservation).",
+        "style_sources": "Style sequences decoded with every class's content (morphometrics).",
+        "seed": "Seeds every draw of the evaluation (latent noise, pairs, probes).",
+        "judge_dir": "Where judges are cached (default $DVRNN_CACHE_DIR/judges or "
+                     "~/.cache/dvrnn_tf/judges).",
+        "judge_seed": "Seed of the judge (the cache key is data set and seed).",
+        "judge_epochs": "Epochs of a judge trained here; 0: the judge module's default.",
+        "data_dir": "Overrides the run's --data_dir.",
+        "manual_dir": "Overrides the run's --manual_dir.",
+        "output_dir": "Where eval.json and report.png go (default: the run directory).",
+        "report": "Write report.png.",
+    }
+
+
+def _fail(message):
+    raise EvaluationError(message)
+
+
+def load_run(run_dir):
+    """(TrainConfig, model) of a run directory, or EvaluationError saying what is missing."""
+    from dvrnn_tf.training import RunDir, TrainConfig
+    from dvrnn_tf.training.config import MODEL_NAMES
+
+    root = pathlib.Path(os.path.abspath(os.path.expanduser(os.fspath(run_dir))))
+    run = RunDir(root)
+    if not root.is_dir():
+        _fail(f"--run_dir={root} is not a directory: train a run there first "
+              f"(python -m dvrnn_tf.train --run_dir={root} ...)")
+    if not run.config.is_file():
+        _fail(f"{run.config} is missing: {root} is not a training run directory (no config).")
+    try:
+        raw = json.loads(run.config.read_text())
+    except (OSError, ValueError) as e:
+        _fail(f"{run.config} cannot be read as JSON ({e}).")
+    if not isinstance(raw, dict):
+        _fail(f"{run.config} does not hold a configuration object.")
+    model_name = raw.get("model")
+    if model_name not in MODEL_NAMES:
+        _fail(f"{run.config} names model {model_name!r}, which this package cannot evaluate "
+              f"(known models: {', '.join(MODEL_NAMES)}).")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        config = TrainConfig(**{k: v for k, v in raw.items() if k in fields})
+    except (TypeError, ValueError) as e:
+        _fail(f"{run.config} holds an invalid configuration: {e}")
+    checkpoint = run.checkpoints / "last.keras"
+    if not checkpoint.is_file():
+        _fail(f"{checkpoint} is missing: the run has not finished an epoch (no checkpoint). "
+              f"Train it (rerunning its command resumes it) before evaluating.")
+    import keras
+
+    import dvrnn_tf.models  # noqa: F401  # registers the classes load_model needs
+    try:
+        model = keras.models.load_model(str(checkpoint), compile=False)
+    except Exception as e:  # pylint: disable=broad-except  # any unreadable file
+        _fail(f"{checkpoint} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0]}).")
+    return config, model
+
+
+def _select_metrics(requested: str, model_name: str, layout: str):
+    """(metrics to run, {skipped: reason}); explicit requests that cannot run are errors."""
+    names = [m.strip() for m in requested.split(",") if m.strip()] or ["all"]
+    explicit = names != ["all"]
+    if explicit:
+        unknown = [m for m in names if m not in METRICS]
+        if unknown:
+            _fail(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)} "
+                  "or all")
+    chosen, skipped = [], {}
+    for m in (names if explicit else METRICS):
+        if model_name not in APPLIES_TO[m]:
+            reason = f"applies to {', '.join(APPLIES_TO[m])}, not {model_name}"
+        elif layout == "rows" and m in _NEEDS_IMAGES:
+            reason = "layout=rows: a frame is one row of an image, which the judge cannot classify"
+        else:
+            chosen.append(m)
+            continue
+        if explicit:
+            _fail(f"metric {m!r} cannot be measured on this run: it {reason}.")
+        skipped[m] = reason
+    if not chosen:
+        measured = sorted({name for models in APPLIES_TO.values() for name in models})
+        _fail(f"no metric of dvrnn_tf.evaluate applies to a {model_name!r} run with "
+              f"layout={layout} (it measures {', '.join(measured)} runs).")
+    return chosen, skipped
+
+
+def _sequences(sampler, limit, batch_size=256):
+    """The first `limit` evaluation sequences of a sampler (0: all): (x, y) numpy arrays."""
+    import numpy as np
+
+    xs, ys, count = [], [], 0
+    for x, y in sampler.dataset(batch_size, training=False):
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+        count += len(ys[-1])
+        if limit and count >= limit:
+            break
+    x, y = np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> dict:
+    """Measure the run in `run_dir`; writes eval.json (and report.png); returns eval.json's data.
+
+    options: an `EvalOptions` (fields may also be given as keyword arguments).
+    Raises EvaluationError for a run directory that lacks what is needed (no config, no
+    checkpoint, unknown model) or a metric that does not apply; DataUnavailableError when the
+    data set cannot be loaded.
+    """
+    opts = dataclasses.replace(options or EvalOptions(), **overrides)
+    if opts.split not in ("train", "test"):
+        _fail(f"--split must be train or test, got {opts.split!r}")
+    for name in ("iwae_k", "iwae_sequences", "eval_sequences", "probe_sequences", "seed",
+                 "judge_seed", "judge_epochs"):
+        if getattr(opts, name) < 0:
+            _fail(f"--{name} must be >= 0, got {getattr(opts, name)}")
+    for name in ("iwae_chunk", "num_styles", "style_sources"):
+        if getattr(opts, name) < 1:
+            _fail(f"--{name} must be >= 1, got {getattr(opts, name)}")
+    config, model = load_run(run_dir)
+    chosen, skipped = _select_metrics(opts.metrics, config.model, config.layout)
+
+    import numpy as np
+
+    from dvrnn_tf.data import SequenceSampler, load_split
+    from dvrnn_tf.metrics import disentanglement as dis
+    from dvrnn_tf.metrics import judge as judge_lib
+    from dvrnn_tf.metrics import likelihood as lik
+    from dvrnn_tf.training import RunDir, write_json_atomic
+
+    run = RunDir(pathlib.Path(os.path.abspath(os.fspath(run_dir))))
+    out_dir = pathlib.Path(os.path.abspath(opts.output_dir)) if opts.output_dir else run.root
+    out_dir.mkdir(parents=True, exist_ok=True)
+    load = dict(data_dir=opts.data_dir or config.data_dir or None,
+                manual_dir=opts.manual_dir or config.manual_dir or None)
+    binarize = "dynamic" if model.likelihood.binarize else "none"
+    seq_len = config.seq_len if config.layout == "sequences" else None
+
+    def sampler(split):
+        return SequenceSampler(load_split(config.dataset, split, **load), seq_len=seq_len,
+                               layout=config.layout, binarize=binarize, seed=config.seed)
+
+    held_out = sampler(opts.split)
+    result = {
+        "run_dir": str(run.root), "checkpoint": str(run.checkpoints / "last.keras"),
+        "model": config.model, "dataset": config.dataset, "layout": config.layout,
+        "observation_model": config.likelihood, "split": opts.split, "seq_len": held_out.seq_len,
+        "data_seed": config.seed, "eval_seed": opts.seed,
+        "held_out_sequences": held_out.num_sequences,
+        "inputs": ("binarized once with the data seed" if binarize == "dynamic"
+                   else "grey levels"),
+        "options": {k: v for k, v in dataclasses.asdict(opts).items()},
+        "config": dataclasses.asdict(config), "skipped": skipped, "seconds": {},
+    }
+    try:
+        trained = json.loads(run.metrics.read_text())
+        result["training"] = {k: trained.get(k) for k in (
+            "train_seconds_this_process", "optimizer_steps", "neg_elbo_per_image",
+            "per_image_nats")}
+    except (OSError, ValueError):
+        result["training"] = None
+
+    x, y = _sequences(held_out, opts.eval_sequences)
+    judge = None
+    if any(m in chosen for m in ("judge", "swap", "label_preservation")):
+        start = time.perf_counter()
+        judge, info = judge_lib.load_or_train_judge(
+            config.dataset, seed=opts.judge_seed, judge_dir=opts.judge_dir or None,
+            epochs=opts.judge_epochs or judge_lib.DEFAULT_EPOCHS, **load)
+        result["judge"] = {"info": info}
+        result["seconds"]["judge_load_or_train"] = time.perf_counter() - start
+
+    def timed(name, fn):
+        start = time.perf_counter()
+        value = fn()
+        result["seconds"][name] = time.perf_counter() - start
+        return value
+
+    extras = {}
+    for m in chosen:
+        if m == "likelihood":
+            limit = opts.iwae_sequences or None
+            # About 25,600 frames per chunk of samples: ~100 MB per MNIST-sized tensor.
+            batch = max(1, min(64, 25_600 // (opts.iwae_chunk * held_out.seq_len)))
+            result[m] = timed(m, lambda: lik.likelihood_report(
+                model, held_out.dataset(batch, training=False), num_samples=opts.iwae_k,
+                chunk_size=opts.iwae_chunk, seed=opts.seed, max_sequences=limit))
+            result[m]["split"] = opts.split
+        elif m == "judge":
+            def judge_metrics():
+                frames = judge_lib.predict(judge, x)
+                recon = dis._batched(lambda a, b: dis._np(model.reconstruct(x[a:b])), len(x), 256)
+                extras["reconstructions"] = recon[:8]
+                return {**result["judge"],
+                        "held_out_frames_accuracy": float(np.mean(frames == y[:, None])),
+                        "reconstruction_accuracy": float(np.mean(
+                            judge_lib.predict(judge, recon) == y[:, None])),
+                        "num_sequences": int(len(y)), "split": opts.split,
+                        "note": "held-out frames as the model sees them (binarized for "
+                                "bernoulli); reconstructions are decoded means"}
+            result[m] = timed(m, judge_metrics)
+        elif m == "swap":
+            result[m] = timed(m, lambda: dis.swap_accuracy(model, judge, x, y, seed=opts.seed))
+        elif m == "label_preservation":
+            result[m] = timed(m, lambda: dis.label_preservation(
+                model, judge, x, y, num_styles=opts.num_styles, seed=opts.seed))
+        elif m == "style_leakage":
+            train_x, train_y = _sequences(sampler("train"), opts.probe_sequences)
+            result[m] = timed(m, lambda: dis.style_leakage(model, train_x, train_y, x, y,
+                                                           seed=opts.seed))
+            result[m]["train_split"], result[m]["test_split"] = "train", opts.split
+        elif m == "style_preservation":
+            value = timed(m, lambda: dis.style_preservation(
+                model, x, y, num_styles=opts.style_sources, seed=opts.seed))
+            extras["style_images"] = value.pop("images")
+            extras["measures"] = value.pop("measures")
+            result[m] = value
+        elif m == "knn":
+            train_set = load_split(config.dataset, "train", **load)
+            test_set = load_split(config.dataset, opts.split, **load)
+            rng = np.random.default_rng(opts.seed)
+            tr = rng.permutation(len(train_set))[:10000]
+            te = rng.permutation(len(test_set))[:10000]
+            result[m] = timed(m, lambda: dis.knn_latent_accuracy(
+                model, train_set.as_float()[tr], train_set.labels[tr],
+                test_set.as_float()[te], test_set.labels[te]))
+            result[m].update(seed=opts.seed, train_split="train", test_split=opts.split,
+                             inputs="grey levels")
+    result["summary"] = summarize(result)
+    if opts.report:
+        result["report_png"] = str(out_dir / "report.png")
+        from dvrnn_tf.metrics.report import write_report
+        write_report(model, result, x, y, extras, result["report_png"], seed=opts.seed)
+    write_json_atomic(out_dir / "eval.json", _finite(result))
+    result["eval_json"] = str(out_dir / "eval.json")
+    return result
+
+
+def _finite(value):
+    """JSON has no NaN: NaN and infinities become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return _finite(value.item())
+    return value
+
+
+def summarize(result) -> dict:
+    """The headline numbers of an evaluation, flat (the results table's columns)."""
+    s = {}
+    lik = result.get("likelihood")
+    if lik:
+        s["neg_elbo"] = lik["neg_elbo"]["nats_per_image"]
+        s["neg_elbo_bpd"] = lik["neg_elbo"]["bits_per_dim"]
+        if "iwae" in lik:
+            s["nll_iwae"] = lik["iwae"]["nats_per_image"]
+            s["nll_iwae_bpd"] = lik["iwae"]["bits_per_dim"]
+            s["iwae_k"] = lik["iwae"]["k"]
+        s["kl_z_per_sequence"] = lik["kl_z"]["nats_per_sequence"]
+        au = lik["active_units"]
+        if "f" in au:  # models with a content code
+            s["kl_f_per_sequence"] = lik["kl_f"]["nats_per_sequence"]
+        s["active_z"] = f"{au['z']['kl']}/{au['z']['dims']}"
+        if "f" in au:
+            s["active_f"] = f"{au['f']['kl']}/{au['f']['dims']}"
+    if "judge" in result and "reconstruction_accuracy" in result["judge"]:
+        s["judge_reconstruction_accuracy"] = result["judge"]["reconstruction_accuracy"]
+    if "swap" in result:
+        s["swap_accuracy"] = result["swap"]["accuracy"]
+        s["swap_first_step"] = result["swap"]["first_step"]
+        s["swap_later_steps"] = result["swap"]["later_steps"]
+    if "label_preservation" in result:
+        s["label_preservation"] = result["label_preservation"]["posterior_f"]["accuracy"]
+    if "style_leakage" in result:
+        leak = result["style_leakage"]
+        # A beta-VAE's frames are independent images: its probe is per frame (a sequence's
+        # 8 codes of one class would reveal the class by their number alone).
+        s["probe_z"] = leak["z_frame"] if result.get("model") == "beta_vae" else leak["z_sequence"]
+        s["probe_chance"] = leak["chance"]
+        if "f" in leak:
+            s["probe_f"] = leak["f"]
+    if "style_preservation" in result:
+        sp = result["style_preservation"]
+        s["style_r2_by_style"] = sp["style_source"]["mean"]
+        s["style_r2_by_style_chance"] = sp["style_source"]["chance"]
+        s["style_r2_by_class"] = sp["content_class"]["mean"]
+        s["style_r2_by_class_chance"] = sp["content_class"]["chance"]
+    if "knn" in result:
+        s["knn_accuracy"] = result["knn"]["accuracy"]
+    training = result.get("training") or {}
+    if training.get("train_seconds_this_process") is not None:
+        s["train_seconds"] = training["train_seconds_this_process"]
+    return s
