@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 # The disentangling model on MNIST when its four files are at $(MNIST) (prepared offline by
 # tfds, ~20 s once), else on the 8x8 digits that ship with scikit-learn.
 DEMO_DATA = $(if $(wildcard $(MNIST)/train-images-idx3-ubyte.gz),--dataset=mnist \
-	--manual_dir=$(abspath $(MNIST)) --data_dir=$(abspath $(DATA_DIR)),--dataset=digits --batch_size=32 --epochs=40)
+	--manual_dir=$(abspath $(MNIST)) --data_dir=$(abspath $(DATA_DIR)),--batch_size=32 --epochs=40)
 
 demo: $(VENV)/.installed
 	$(PY) -m dvrnn_tf.train --flagfile=flags/demo.flags $(DEMO_DATA) --run_dir=runs/demo --overwrite

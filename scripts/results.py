@@ -1,4 +1,4 @@
-"""The measured results table: train every (config, seed), evaluate each, write the table.
+"""The measured results table: every configuration trained for each seed, evaluated, tabulated.
 
     make results          # = python scripts/results.py --manual_dir=../shared/data/mnist ...
 
@@ -40,7 +40,7 @@ CONFIGS = {
 def main(argv=None):
     return _main(argv, description=__doc__.split("\n\n")[0],
                  default_variants=[Variant(n, label, n) for n, label in CONFIGS.items()],
-                 defaults={})
+                 defaults={}, prog="python scripts/results.py")
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def test_cli_writes_every_output_and_prints_where(tmp_path):
     assert list((run_dir / "logs").rglob("events.out.tfevents.*"))
     # The resolved flags replay the run.
     flags = (run_dir / "flags.txt").read_text()
-    assert "--model=factorized" in flags and "--dataset=digits" in flags
+    assert "--model=disentangled" in flags and "--dataset=digits" in flags
 
 
 def test_checkpoint_every_and_validation_freq(tmp_path):

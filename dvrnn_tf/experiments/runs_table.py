@@ -220,8 +220,9 @@ def read_variants(path) -> list[Variant]:
 
 # ---- the program ---------------------------------------------------------------------------
 
-def main(argv, *, description, default_variants, defaults):
-    """The command line of `scripts/results.py` and `dvrnn_tf.experiments.sweep`.
+def main(argv, *, description, default_variants, defaults, prog):
+    """The command line of `scripts/results.py` and `dvrnn_tf.experiments.sweep` (`prog`: how
+    the table says it was made).
 
     default_variants: the rows when neither --configs nor --variants is given; defaults:
     argparse defaults (runs_root, out_md, out_json, pareto_png, ...)."""
@@ -304,8 +305,12 @@ def main(argv, *, description, default_variants, defaults):
             print("python -m dvrnn_tf.train " + " ".join(job.flag_args()))
         return 0
 
-    command = " ".join(sys.argv[:1] + (sys.argv[1:] if argv is None else list(argv)))
-    results = {"dataset": args.dataset,
+    # Paths inside the repository are shown relative to it: the command reruns from a clone.
+    shown = [a.replace(str(ROOT) + os.sep, "").replace(str(ROOT), ".")
+             for a in (sys.argv[1:] if argv is None else list(argv))]
+    command = " ".join([prog, *shown])
+    results = {"title": description, "dataset": args.dataset,
+               "out_json": os.path.basename(args.out_json),
                "seeds": sorted({j.seed for j in jobs}), "eval_options": eval_options,
                "command": command,
                "generated": datetime.datetime.now().isoformat(timespec="seconds"), "configs": {}}

@@ -1,4 +1,4 @@
-"""Sweep model variants and KL settings; one table and a Pareto plot.
+"""The disentanglement sweep: model variants and KL settings, one table and a Pareto plot.
 
     python -m dvrnn_tf.experiments.sweep --variants=flags/sweeps/disentanglement.txt \\
         --seeds=0,1,2 --iwae_k=100 --iwae_sequences=250
@@ -27,7 +27,7 @@ DEFAULTS = {
 
 def main(argv=None):
     return _main(argv, description=__doc__.split("\n\n")[0], default_variants=[],
-                 defaults=DEFAULTS)
+                 defaults=DEFAULTS, prog="python -m dvrnn_tf.experiments.sweep")
 
 
 if __name__ == "__main__":

@@ -359,6 +359,11 @@ def summarize(result) -> dict:
         s["style_r2_by_style_chance"] = sp["style_source"]["chance"]
         s["style_r2_by_class"] = sp["content_class"]["mean"]
         s["style_r2_by_class_chance"] = sp["content_class"]["chance"]
+        for measure in ("slant", "thickness"):  # the two the disentanglement targets name
+            for by, key in (("style", "style_source"), ("class", "content_class")):
+                value = sp[key].get("per_measure", {}).get(measure)
+                if value is not None:
+                    s[f"{measure}_r2_by_{by}"] = value
     if "knn" in result:
         s["knn_accuracy"] = result["knn"]["accuracy"]
     training = result.get("training") or {}

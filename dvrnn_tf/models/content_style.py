@@ -28,12 +28,13 @@ import tensorflow_probability as tfp
 
 from dvrnn_tf.layers import GaussianHead, diag_gaussian, kl_diag_gaussians, mlp, on_rows
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
+from dvrnn_tf.models.generation import ContentStyleGeneration
 
 tfd = tfp.distributions
 
 
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
-class ContentStyleVAE(LatentVariableModel):
+class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
     """Global content f, per-frame style z_t, and a decoder that sees only (z_t, f).
 
     Shapes: x [B, T, H, W, C]; q(f | x): batch_shape [B], event_shape [f_dim];
@@ -170,7 +171,7 @@ class ContentStyleVAE(LatentVariableModel):
         """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""
         return self.reconstruct(self.check_inputs(x))
 
-    # ---- what a user does with it (the Disentangled VRNN's interface) ------------------------
+    # ---- codes in and out (ContentStyleGeneration builds swap, interpolate, ... on these) -----
 
     def encode(self, x, sample=True):
         """Posteriors of f ([B, f_dim]) and z_{1:T} ([B, T, z_dim]): loc, scale, sample.
@@ -204,43 +205,6 @@ class ContentStyleVAE(LatentVariableModel):
         """p(z_t) = N(0, I): batch_shape `batch_shape`, event_shape [z_dim]."""
         zeros = tf.zeros(tf.concat([batch_shape, [self.z_dim]], 0), self.compute_dtype)
         return diag_gaussian(zeros, tf.ones_like(zeros))
-
-    def sample_content(self, n):
-        """f ~ p(f): [n, f_dim]."""
-        return self.normal_noise((n, self.f_dim))
-
-    def generate(self, n):
-        """n sequences with f ~ p(f) and z_t ~ p(z_t)."""
-        return self.decode(self.sample_content(n))
-
-    def generate_fixed_content(self, n):
-        """One f ~ p(f) for all n sequences, fresh z per sequence and step."""
-        return self.decode(tf.repeat(self.sample_content(1), n, axis=0))
-
-    def generate_fixed_style(self, n):
-        """Per sequence one z ~ N(0, I) used at every step, a fresh f at each step."""
-        z = tf.repeat(self.normal_noise((n, 1, self.z_dim)), self.seq_len, axis=1)
-        return self.decode(self.normal_noise((n, self.seq_len, self.f_dim)), z)
-
-    def swap(self, x_content, x_style):
-        """f of each sequence in x_content decoded with the z_{1:T} of the one in x_style
-        (posterior means)."""
-        a, b = self.encode(x_content, sample=False), self.encode(x_style, sample=False)
-        return self.decode(a["f_loc"], b["z_loc"])
-
-    def interpolate(self, x_a, x_b, steps=8, code="f"):
-        """Decode `steps` points on the line from A's code to B's (the other code kept
-        from A). x_a, x_b: [1, T, H, W, C]; code "f" or "z". Returns [steps, T, H, W, C]."""
-        if code not in ("f", "z"):
-            raise ValueError(f"`code` must be 'f' or 'z', got {code!r}")
-        a, b = self.encode(x_a, sample=False), self.encode(x_b, sample=False)
-        w = tf.linspace(0.0, 1.0, steps)
-        f, z = tf.repeat(a["f_loc"], steps, 0), tf.repeat(a["z_loc"], steps, 0)
-        if code == "f":
-            f = (1 - w[:, None]) * a["f_loc"] + w[:, None] * b["f_loc"]
-        else:
-            z = (1 - w[:, None, None]) * a["z_loc"] + w[:, None, None] * b["z_loc"]
-        return self.decode(f, z)
 
     def get_config(self):
         # The base class adds image_shape, seq_len, likelihood, clip_norm, seed and the betas.

@@ -5,13 +5,14 @@ import tensorflow as tf
 from dvrnn_tf.cells.vrnn_cell import gru_last_state
 from dvrnn_tf.layers import GaussianHead, diag_gaussian, kl_diag_gaussians, mlp
 from dvrnn_tf.models.base import check_positive
+from dvrnn_tf.models.generation import ContentStyleGeneration
 from dvrnn_tf.models.vrnn import VRNNBase, _swap
 
 VARIANTS = ("full", "factorized")
 
 
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
-class DisentangledVRNN(VRNNBase):
+class DisentangledVRNN(ContentStyleGeneration, VRNNBase):
     """A global content code f and per-step style codes z_t.
 
     Content: a GRU over phi_x(x_1..x_T); its last state gives q(f | x_{1:T}) = N(., .),
@@ -142,47 +143,6 @@ class DisentangledVRNN(VRNNBase):
         if f.shape.rank == 2:
             phi_f = self._per_step(phi_f)
         return self.run_generative(tf.shape(f)[0], z=z, phi_f=phi_f)
-
-    def sample_content(self, n):
-        """f ~ p(f): [n, f_dim]."""
-        return self.normal_noise((n, self.f_dim))
-
-    def generate(self, n):
-        """n sequences with f ~ p(f) and z_t ~ p(z_t | h_{t-1})."""
-        return self.decode(self.sample_content(n))
-
-    def generate_fixed_content(self, n):
-        """One f ~ p(f) for all n sequences, fresh z per sequence (paper Fig. 4 bottom)."""
-        return self.decode(tf.repeat(self.sample_content(1), n, axis=0))
-
-    def generate_fixed_style(self, n):
-        """Per sequence one z ~ N(0, I) used at every step, a fresh f at each step (Fig. 4 top)."""
-        z = tf.repeat(self.normal_noise((n, 1, self.z_dim)), self.seq_len, axis=1)
-        f = self.normal_noise((n, self.seq_len, self.f_dim))
-        return self.decode(f, z)
-
-    def swap(self, x_content, x_style):
-        """f of each sequence in x_content decoded with the z_{1:T} of the one in x_style (means)."""
-        # Fix: encode(sample=False), else the "means" of z followed a random path (and a random f).
-        a, b = self.encode(x_content, sample=False), self.encode(x_style, sample=False)
-        return self.decode(a["f_loc"], b["z_loc"])
-
-    def interpolate(self, x_a, x_b, steps=8, code="f"):
-        """Decode `steps` points on the line from A's code to B's (the other code kept from A).
-
-        x_a, x_b: [1, T, H, W, C]; code: "f" or "z". Returns [steps, T, H, W, C].
-        """
-        if code not in ("f", "z"):
-            raise ValueError(f"`code` must be 'f' or 'z', got {code!r}")
-        # Fix: deterministic means, as in `swap`.
-        a, b = self.encode(x_a, sample=False), self.encode(x_b, sample=False)
-        w = tf.linspace(0.0, 1.0, steps)
-        f, z = tf.repeat(a["f_loc"], steps, 0), tf.repeat(a["z_loc"], steps, 0)
-        if code == "f":
-            f = (1 - w[:, None]) * a["f_loc"] + w[:, None] * b["f_loc"]
-        else:
-            z = (1 - w[:, None, None]) * a["z_loc"] + w[:, None, None] * b["z_loc"]
-        return self.decode(f, z)
 
     def get_config(self):
         return {**super().get_config(), "variant": self.variant, "f_dim": self.f_dim}
