@@ -285,3 +285,29 @@ def test_active_units_count_collapsed_and_used_units():
     kl_z = np.concatenate([np.full((100, 4, 1), 2.0), np.full((100, 4, 1), 1e-4)], -1)
     out = lik.active_units(z_loc, np.zeros((100, 0)), kl_z, np.zeros((100, 0)))
     assert out["z"]["burda"] == 1 and out["z"]["kl"] == 1 and "f" not in out
+
+
+class _Reconstructs:
+    def __init__(self, fn):
+        self.reconstruct = fn
+
+
+def test_reconstruction_fidelity_is_1_for_a_perfect_model_and_none_without_variance():
+    rng = np.random.default_rng(3)
+    angles, widths = rng.uniform(-25, 25, (6, 4)), rng.uniform(1.5, 4.0, (6, 4))
+    x = np.zeros((6, 4, 28, 28, 1), np.float32)
+    same_slant_one_width = np.zeros_like(x)
+    for i in range(6):
+        for j in range(4):
+            x[i, j, ..., 0] = bar(angles[i, j], thickness=widths[i, j])
+            same_slant_one_width[i, j, ..., 0] = bar(angles[i, j], thickness=2.5)
+    perfect = dis.reconstruction_fidelity(_Reconstructs(lambda v: v), x, scale=2)
+    assert perfect["num_images"] == 24
+    assert perfect["r2"]["slant"] > 0.999 and perfect["r2"]["thickness"] > 0.999
+    frozen = dis.reconstruction_fidelity(
+        _Reconstructs(lambda v: np.broadcast_to(x[:1, :1], v.shape)), x, scale=2)
+    assert frozen["r2"]["slant"] is None  # a constant output has no variance to explain
+    # Reconstructions that keep the slant but not the thickness.
+    kept = dis.reconstruction_fidelity(
+        _Reconstructs(lambda v: same_slant_one_width[:len(v)]), x, scale=2)
+    assert kept["r2"]["slant"] > 0.9 and kept["r2"]["thickness"] < 0.5, kept

@@ -30,6 +30,7 @@ COLUMNS = [
     ("slant_r2_by_class", "slant R² class", 1, 2),
     ("thickness_r2_by_style", "thickness R² style", 1, 2),
     ("thickness_r2_by_class", "thickness R² class", 1, 2),
+    ("thickness_r2_reconstruction", "thickness R² recon", 1, 2),
     ("knn_accuracy", "kNN acc %", 100, 1),
     ("train_minutes", "train min", 1, 1),
 ]

@@ -284,6 +284,9 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
                 model, x, y, num_styles=opts.style_sources, seed=opts.seed))
             extras["style_images"] = value.pop("images")
             extras["measures"] = value.pop("measures")
+            # Beside it, how well plain reconstructions keep each measure (its yardstick).
+            value["reconstruction_fidelity"] = dis.reconstruction_fidelity(
+                model, x[:opts.style_sources * 5])
             result[m] = value
         elif m == "knn":
             train_set = load_split(config.dataset, "train", **load)
@@ -359,6 +362,10 @@ def summarize(result) -> dict:
         s["style_r2_by_style_chance"] = sp["style_source"]["chance"]
         s["style_r2_by_class"] = sp["content_class"]["mean"]
         s["style_r2_by_class_chance"] = sp["content_class"]["chance"]
+        fidelity = sp.get("reconstruction_fidelity", {}).get("r2", {})
+        for measure in ("slant", "thickness"):
+            if fidelity.get(measure) is not None:
+                s[f"{measure}_r2_reconstruction"] = fidelity[measure]
         for measure in ("slant", "thickness"):  # the two the disentanglement targets name
             for by, key in (("style", "style_source"), ("class", "content_class")):
                 value = sp[key].get("per_measure", {}).get(measure)
