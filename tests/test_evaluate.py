@@ -148,6 +148,19 @@ def test_results_script_on_tiny_settings_is_resumable(tmp_path, judge_dir):
     assert len(stamps) == 2
     assert results.main(args) == 0  # resumes: nothing is trained or evaluated again
     assert {p: p.stat().st_mtime for p in stamps} == stamps
+    # Nor when only where the data are read from is spelled differently.
+    moved = [a for a in args if not a.startswith("--judge_dir")] + [
+        f"--judge_dir={judge_dir}/.", f"--data_dir={tmp_path / 'elsewhere'}"]
+    assert results.main(moved) == 0
+    assert {p: p.stat().st_mtime for p in stamps} == stamps
+    # --table_only tabulates what is there and names what is not.
+    partial = [a.replace("--seeds=0,1", "--seeds=0,1,2") for a in args] + ["--table_only"]
+    assert results.main(partial) == 0
+    assert {p: p.stat().st_mtime for p in stamps} == stamps
+    assert json.loads(out_json.read_text())["missing_runs"] == ["factorized-s2"]
+    assert "Not measured yet" in out_md.read_text() and "factorized-s2" in out_md.read_text()
+    assert results.main(args + ["--eval_seed=1"]) == 0  # a measured option: evaluated again
+    assert all(p.stat().st_mtime > stamps[p] for p in stamps)
 
 
 def test_results_flag_parsing():

@@ -148,7 +148,11 @@ def eval_is_current(job: Job, eval_options: dict) -> bool:
     if not checkpoint.is_file() or path.stat().st_mtime < checkpoint.stat().st_mtime:
         return False
     done = data.get("options", {})
-    return all(done.get(k) == v for k, v in eval_options.items())
+    # Where the data and the judge are read from does not change what is measured.
+    return all(done.get(k) == v for k, v in eval_options.items() if k not in _LOCATIONS)
+
+
+_LOCATIONS = ("data_dir", "manual_dir", "judge_dir")
 
 
 def evaluate_job(job: Job, eval_options: dict, in_process: bool) -> dict:
@@ -256,6 +260,9 @@ def main(argv, *, description, default_variants, defaults, prog):
     p.add_argument("--in_process", action="store_true",
                    help="Train and evaluate in this process (tests); default: a subprocess each.")
     p.add_argument("--dry_run", action="store_true", help="Print the jobs and stop.")
+    p.add_argument("--table_only", action="store_true",
+                   help="Train and evaluate nothing: tabulate the runs already trained and "
+                        "evaluated with these options (the others are listed as missing).")
     p.set_defaults(**defaults)
     args = p.parse_args(argv)
 
@@ -318,8 +325,14 @@ def main(argv, *, description, default_variants, defaults, prog):
 
     start = time.perf_counter()
     by_name = {v.name: v for v in variants}
+    missing = []
     for job in jobs:
-        train_job(job, args.in_process)
+        if args.table_only:
+            if not ((job.run_dir / "metrics.json").is_file() and eval_is_current(job, eval_options)):
+                missing.append(job.name)
+                continue
+        else:
+            train_job(job, args.in_process)
         evaluation = evaluate_job(job, eval_options, args.in_process)
         # Recomputed from the stored metrics, so that a newer summary needs no re-evaluation.
         summary = summarize(evaluation)
@@ -337,6 +350,9 @@ def main(argv, *, description, default_variants, defaults, prog):
         entry["seeds"][str(job.seed)] = {"run_dir": str(job.run_dir), "summary": summary,
                                          "timing": timing,
                                          "eval_json": str(job.run_dir / "eval.json")}
+    results["missing_runs"] = missing
+    if missing:
+        _log(f"not in the table (not trained or not evaluated yet): {', '.join(missing)}")
     for entry in results["configs"].values():
         entry["aggregate"] = aggregate({s: v["summary"] for s, v in entry["seeds"].items()})
     results["seconds_this_invocation"] = time.perf_counter() - start

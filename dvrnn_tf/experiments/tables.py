@@ -109,6 +109,8 @@ def write_table(results: dict, out_md: pathlib.Path):
         "",
         head, rule, *rows,
         "",
+        *([f"Not measured yet (rerun the command to train and evaluate them): "
+           f"{', '.join(results['missing_runs'])}.", ""] if results.get("missing_runs") else []),
         *([f"![Pareto plot]({os.path.relpath(results['pareto_png'], out_md.parent)})", ""]
           if results.get("pareto_png") else []),
         "Columns (held-out split: "
