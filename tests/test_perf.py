@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from dvrnn_tf.cells import VRNNCell
 from dvrnn_tf.cells.vrnn_cell import gru_last_state
-from dvrnn_tf.models import BetaVAE, DisentangledVRNN, VRNN
+from dvrnn_tf.models import VRNN, BetaVAE, ContentStyleVAE, DisentangledVRNN
 from dvrnn_tf.objectives import get_likelihood
 from dvrnn_tf.perf import flops
 
@@ -122,10 +122,14 @@ def _tiny(kind):
         return BetaVAE((4, 4, 1), **common)
     if kind == "vrnn":
         return VRNN((4, 4, 1), rnn_dim=6, **common)
+    if kind.startswith("disentangled"):
+        return ContentStyleVAE((4, 4, 1), f_dim=3, style_sees_content=kind == "disentangled",
+                               **common)
     return DisentangledVRNN((4, 4, 1), variant=kind, rnn_dim=6, f_dim=3, **common)
 
 
-@pytest.mark.parametrize("kind", ["vrnn", "full", "factorized", "beta_vae"])
+@pytest.mark.parametrize("kind", ["vrnn", "full", "factorized", "beta_vae", "disentangled",
+                                  "disentangled_zx"])
 def test_analytic_matmuls_equal_the_traced_graph(kind):
     model = _tiny(kind)
     passes = flops.by_pass(flops.step_matmuls(model, 5))

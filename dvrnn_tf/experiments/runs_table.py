@@ -242,7 +242,8 @@ def main(argv, *, description, default_variants, defaults, prog):
     p.add_argument("--data_dir", default=str(ROOT / ".cache" / "tensorflow_datasets"))
     p.add_argument("--manual_dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
     p.add_argument("--flags_dir", default=str(ROOT / "flags"))
-    p.add_argument("--runs_root", default=str(ROOT / "runs" / "results"))
+    p.add_argument("--runs_root", default=str(ROOT / "runs" / "sweep"),
+                   help="Where the runs go, <variant>-s<seed> each (results and sweep share it).")
     p.add_argument("--out_md", default=str(ROOT / "docs" / "results.md"))
     p.add_argument("--out_json", default=str(ROOT / "docs" / "results.json"))
     p.add_argument("--pareto_png", default="",

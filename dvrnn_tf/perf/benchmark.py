@@ -13,7 +13,7 @@ CONFIGS = {
     "large": dict(hidden_dim=512, rnn_dim=512, f_dim=20, z_dim=32, seq_len=8, batch_size=256),
 }
 IMAGE_SHAPE = (28, 28, 1)
-MODELS = ("vrnn", "full", "factorized", "beta_vae")
+MODELS = ("vrnn", "full", "factorized", "disentangled", "beta_vae")
 
 
 def machine_info():

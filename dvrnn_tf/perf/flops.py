@@ -54,7 +54,7 @@ def _recurrent(name, b, k, n, steps):
 
 def step_matmuls(model, batch_size: int) -> list[MatMul]:
     """Every matmul of one train step of `model` on `batch_size` sequences of model.seq_len."""
-    from dvrnn_tf.models import BetaVAE, DisentangledVRNN, VRNN
+    from dvrnn_tf.models import VRNN, BetaVAE, ContentStyleVAE, DisentangledVRNN
 
     b, t = int(batch_size), model.seq_len
     rows = b * t
@@ -67,6 +67,23 @@ def step_matmuls(model, batch_size: int) -> list[MatMul]:
         mm += _with_backward("encoder_net.dense1", rows, h, h)
         mm += _with_backward("posterior loc|scale", rows, h, 2 * z)
         mm += _with_backward("decoder_net.dense0", rows, z, h)
+        mm += _with_backward("decoder_net.dense1", rows, h, h)
+        mm += _with_backward("decoder_out", rows, h, out_width)
+        return mm
+    if isinstance(model, ContentStyleVAE):
+        f = model.f_dim
+        style_in = 2 * h if model.style_sees_content else h
+        mm += _with_backward("phi_x.dense0", rows, d, h, input_grad=False)
+        mm += _with_backward("phi_x.dense1", rows, h, h)
+        # Content: the mean of the frames' features, one row per sequence.
+        mm += _with_backward("content_net.dense0", b, h, h)
+        mm += _with_backward("content loc|scale", b, h, 2 * f)
+        mm += _with_backward("phi_f", b, f, h)
+        # Style per frame from [phi_x(x_t), phi_f(f)]; decoder from [phi_z(z_t), phi_f(f)].
+        mm += _with_backward("style_net.dense0", rows, style_in, h)
+        mm += _with_backward("style loc|scale", rows, h, 2 * z)
+        mm += _with_backward("phi_z", rows, z, h)
+        mm += _with_backward("decoder_net.dense0", rows, 2 * h, h)
         mm += _with_backward("decoder_net.dense1", rows, h, h)
         mm += _with_backward("decoder_out", rows, h, out_width)
         return mm
