@@ -112,6 +112,15 @@ class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
             return phi_f
         return tf.repeat(phi_f[:, None, :], steps, axis=1)
 
+    def _noise(self, x, sample):
+        """(eps_f [B, f_dim], eps_z [B, T, z_dim]) for x [B, T, ...]: standard normal from
+        the model's seed generator, or zeros (the posterior means) when not `sample`."""
+        shape = tf.shape(x)
+        shapes = (tf.stack([shape[0], self.f_dim]), tf.stack([shape[0], shape[1], self.z_dim]))
+        if sample:
+            return tuple(self.normal_noise(s) for s in shapes)
+        return tuple(tf.zeros(s, self.compute_dtype) for s in shapes)
+
     def _infer(self, x, eps_f, eps_z):
         """Posterior samples f = loc + scale eps_f, z = loc + scale eps_z (zeros: the means)."""
         x_flat = self.flatten_frames(x)
@@ -127,10 +136,8 @@ class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
     # ---- the model -------------------------------------------------------------------------
 
     def compute_terms(self, x, training=False):
-        batch, steps = tf.shape(x)[0], tf.shape(x)[1]
-        eps_f = self.normal_noise((batch, self.f_dim))
-        eps_z = self.normal_noise(tf.stack([batch, steps, self.z_dim]))
-        x_flat, q, phi_f = self._infer(x, eps_f, eps_z)
+        steps = tf.shape(x)[1]
+        x_flat, q, phi_f = self._infer(x, *self._noise(x, sample=True))
         params = self.decoder_params(q["z_sample"], phi_f)
         kl_z = tf.reduce_mean(kl_diag_gaussians(q["z_loc"], q["z_scale"]))  # per frame
         # One f per sequence: its KL shared by the T frames (nats per image).
@@ -176,15 +183,7 @@ class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
     def encode(self, x, sample=True):
         """Posteriors of f ([B, f_dim]) and z_{1:T} ([B, T, z_dim]): loc, scale, sample.
         sample=False: z's posterior given f's mean, and samples equal to the locs."""
-        x = tf.convert_to_tensor(x)
-        shape = tf.shape(x)
-        if sample:
-            eps_f = self.normal_noise((shape[0], self.f_dim))
-            eps_z = self.normal_noise(tf.stack([shape[0], shape[1], self.z_dim]))
-        else:
-            eps_f = tf.zeros(tf.stack([shape[0], self.f_dim]), self.compute_dtype)
-            eps_z = tf.zeros(tf.stack([shape[0], shape[1], self.z_dim]), self.compute_dtype)
-        return self._infer(x, eps_f, eps_z)[1]
+        return self._infer(x, *self._noise(x, sample))[1]
 
     def reconstruct(self, x):
         """The decoder's mean at the posterior means of f and z: [B, T, H, W, C]."""
