@@ -6,6 +6,10 @@ allowed values are checked before any work is done.
 import dataclasses
 import os
 import sys
+import time
+
+# Start-up (importing TensorFlow, ...) counts in the run's timing (metrics.json "timing").
+_STARTED = time.perf_counter()
 
 # TensorFlow's C++ start-up chatter is not for users of a command line tool.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,7 +57,7 @@ def main(argv):
     from dvrnn_tf.training import RunDirError, train
     from dvrnn_tf.training.callbacks import NonFiniteLossError
     try:
-        payload = train(config)
+        payload = train(config, started=_STARTED)
     except (ValueError, DataUnavailableError, RunDirError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -77,6 +81,22 @@ def _print_outputs(config, payload):
     for name, path in payload.get("figures", {}).items():
         print(f"  {'figure ' + name:17s} {path}")
     print(f"  (tensorboard --logdir {run.logs})")
+    print(timing_line(payload.get("timing")))
+
+
+def timing_line(timing) -> str:
+    """One line: where the run's wall time went (metrics.json "timing")."""
+    if not timing:
+        return ""
+    seconds, fit = timing["seconds"], timing["fit_phases_seconds"]
+    per_step = timing.get("ms_per_step")
+    steps = f"{fit['steps']:.1f} s" + (f" = {per_step:.1f} ms/step" if per_step else "")
+    fit_detail = (f" (first call {fit['first_call']:.1f} s, steps {steps}, validation "
+                  f"{fit['validation']:.1f} s, epoch-end callbacks "
+                  f"{fit['epoch_end_callbacks']:.1f} s)")
+    parts = [f"{name} {value:.1f} s" + (fit_detail if name == "fit" else "")
+             for name, value in seconds.items()]
+    return f"Wall time {timing['total_seconds']:.1f} s: " + ", ".join(parts)
 
 
 if __name__ == "__main__":

@@ -351,3 +351,48 @@ print("OK")
 
 def test_constants():
     assert LAYOUTS == ("sequences", "rows") and BINARIZE == ("none", "dynamic")
+
+
+def test_decoded_arrays_cache(tmp_path):
+    from dvrnn_tf.data import array_cache
+
+    prepared = tmp_path / "mnist" / "3.0.1"
+    prepared.mkdir(parents=True)
+    (prepared / "mnist-train.tfrecord-00000-of-00001").write_bytes(b"records")
+    images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
+    labels = np.array([3, 7], np.int64)
+    assert array_cache.load(str(prepared), "train") is None  # nothing saved yet
+    assert array_cache.save(str(prepared), "train", images, labels)
+    got_images, got_labels = array_cache.load(str(prepared), "train")
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, labels)
+    assert array_cache.load(str(prepared), "test") is None  # per split
+    assert not list((prepared / array_cache.CACHE_DIR).glob("*.tmp"))
+    # The data set prepared again (a file changes): the entry no longer applies.
+    (prepared / "mnist-train.tfrecord-00000-of-00001").write_bytes(b"other records")
+    assert array_cache.load(str(prepared), "train") is None
+    # A half-written entry (labels lost) is no entry.
+    array_cache.save(str(prepared), "train", images, labels)
+    for path in (prepared / array_cache.CACHE_DIR).glob("*-labels.npy"):
+        path.write_bytes(b"\x93NUMPY broken")
+    assert array_cache.load(str(prepared), "train") is None
+    # A data directory that cannot be written: nothing saved, no error.
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / array_cache.CACHE_DIR).write_text("a file where the folder would go")
+    assert array_cache.save(str(blocked), "train", images, labels) is False
+
+
+def test_mnist_from_the_decoded_cache_equals_tfds(mnist_dirs):
+    import tensorflow_datasets as tfds
+
+    data_dir, manual_dir = mnist_dirs
+    load_split("mnist", "test", data_dir=data_dir, manual_dir=manual_dir)  # prepares, saves
+    sources._load_cached.cache_clear()
+    cached = load_split("mnist", "test", data_dir=data_dir, manual_dir=manual_dir)
+    builder = tfds.builder("mnist", data_dir=data_dir)
+    assert list(pathlib.Path(builder.data_dir, "dvrnn_tf_arrays").glob("test-*-images.npy"))
+    decoded = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1))
+    np.testing.assert_array_equal(cached.images, decoded["image"])
+    np.testing.assert_array_equal(cached.labels, decoded["label"])
+    assert cached.images.dtype == np.uint8 and cached.labels.dtype == np.int64

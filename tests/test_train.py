@@ -123,7 +123,7 @@ def test_training_on_real_mnist_lowers_the_held_out_loss(tmp_path, mnist_dirs):
 @pytest.mark.slow
 def test_cli_writes_every_output_and_prints_where(tmp_path):
     run_dir = tmp_path / "demo"
-    proc, _ = run_cli("--flagfile=flags/demo.flags", "--epochs=1", "--steps_per_epoch=2",
+    proc, elapsed = run_cli("--flagfile=flags/demo.flags", "--epochs=1", "--steps_per_epoch=2",
                       f"--run_dir={run_dir}", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ["config.json", "flags.txt", "metrics.json", "samples.png",
@@ -134,6 +134,12 @@ def test_cli_writes_every_output_and_prints_where(tmp_path):
                     "samples.png", "figures/swap.png"]:
         assert str(run_dir / printed) in proc.stdout, printed
     assert list((run_dir / "logs").rglob("events.out.tfevents.*"))
+    # Where the time went, start-up (TensorFlow's import) included, in the JSON and printed.
+    timing = json.loads((run_dir / "metrics.json").read_text())["timing"]
+    assert set(timing["seconds"]) == {"startup", "setup", "fit", "evaluation", "figures",
+                                      "export"}
+    assert 0 < sum(timing["seconds"].values()) <= elapsed
+    assert f"Wall time {timing['total_seconds']:.1f} s: startup" in proc.stdout
     # The resolved flags replay the run.
     flags = (run_dir / "flags.txt").read_text()
     assert "--model=disentangled" in flags and "--dataset=digits" in flags
@@ -145,8 +151,15 @@ def test_checkpoint_every_and_validation_freq(tmp_path):
     config = dict(model="factorized", dataset="digits", epochs=5, steps_per_epoch=2,
                   deterministic=True, seed=1, checkpoint_every=2, validation_freq=2, **TINY)
     history = History()
-    train(TrainConfig(run_dir=str(tmp_path / "straight"), **config), verbose=0,
-          callbacks=[history])
+    payload = train(TrainConfig(run_dir=str(tmp_path / "straight"), **config), verbose=0,
+                    callbacks=[history])
+    timing = payload["timing"]
+    assert set(timing["seconds"]) == {"setup", "fit", "evaluation"}  # no figures, no export
+    assert timing["timed_steps"] == 5 * 2 - 1, "all steps but the first call's"
+    fit_phases = timing["fit_phases_seconds"]
+    assert all(v >= 0 for v in fit_phases.values())
+    assert sum(fit_phases.values()) <= timing["seconds"]["fit"]
+    assert timing["ms_per_step"] == pytest.approx(1000 * fit_phases["steps"] / 9)
     assert ["val_loss" in logs for logs in history.logs] == [False, True, False, True, False]
     state = json.loads((tmp_path / "straight" / "backup" / "state.json").read_text())
     assert state["epoch"] == 5, "the last epoch is always backed up"

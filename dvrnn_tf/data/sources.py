@@ -24,6 +24,8 @@ import urllib.request
 
 import numpy as np
 
+from dvrnn_tf.data import array_cache
+
 SPLITS = ("train", "test")
 DIGITS = "digits"
 _DIGITS_TEST_FRACTION = 0.2
@@ -166,9 +168,13 @@ def _load_tfds(name: str, split: str, data_dir, manual_dir) -> ImageSet:
     if split not in builder.info.splits:
         raise ValueError(f"data set {name!r} has no split {split!r} "
                          f"(it has {sorted(builder.info.splits.keys())})")
-    arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-    return ImageSet(name, split, np.asarray(arrays["image"], np.uint8),
-                    np.asarray(arrays["label"], np.int64), int(label.num_classes))
+    cached = array_cache.load(builder.data_dir, split)
+    if cached is None:
+        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        cached = (np.asarray(arrays["image"], np.uint8), np.asarray(arrays["label"], np.int64))
+        array_cache.save(builder.data_dir, split, *cached)
+    images, labels = cached
+    return ImageSet(name, split, images, labels, int(label.num_classes))
 
 
 def _fix_hint(name: str) -> str:

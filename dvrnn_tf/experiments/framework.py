@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 
@@ -31,6 +32,7 @@ import numpy as np
 
 CONDITIONS = ("standard", "masked", "encoder_split", "decoder_split")
 TRANSFORM_KINDS = ("rotation", "reflection")
+STEPS_PER_EXECUTION = 50
 
 
 @dataclasses.dataclass
@@ -106,6 +108,7 @@ def train_cvae(settings: Settings, train_set, seed: int, **model_kwargs):
     import keras
 
     from dvrnn_tf.models import CVAE
+    from dvrnn_tf.training.optimizers import FusedAdam
 
     keras.utils.set_random_seed(seed)
     images, labels = _float_images(train_set, settings.max_train_images)
@@ -114,7 +117,11 @@ def train_cvae(settings: Settings, train_set, seed: int, **model_kwargs):
                  hidden_dim=settings.hidden_dim, z_dim=settings.z_dim,
                  num_hidden=settings.num_hidden, label_every_layer=settings.label_every_layer,
                  seed=seed, **model_kwargs)
-    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate))
+    # Steps run up to STEPS_PER_EXECUTION at a time in one graph call and Adam is one kernel per
+    # variable: the same updates as step-by-step Keras Adam, in about half the time (a split
+    # layer's ten kernel copies are updated every step).
+    model.compile(optimizer=FusedAdam(settings.learning_rate),
+                  steps_per_execution=math.gcd(STEPS_PER_EXECUTION, settings.steps))
     ds = labelled_dataset(images, labels, settings.batch_size, seed)
     start, cpu = time.perf_counter(), time.process_time()
     history = model.fit(ds, epochs=1, steps_per_epoch=settings.steps, verbose=0,

@@ -30,31 +30,39 @@ def _fit_regression(kind, inputs, targets, settings, seed):
     """Train a fresh network (same init for a given seed) on inputs -> targets with Adam;
     kind "encoder": mean squared error summed over z; "decoder": Bernoulli cross-entropy
     summed over pixels (targets binary). -> per-step training losses [steps]."""
-    import keras
     import tensorflow as tf
+
+    from dvrnn_tf.training.optimizers import FusedAdam
 
     net = _mlp([settings.hidden_dim] * settings.num_hidden, targets.shape[-1], kind, seed)
     net.build((None, inputs.shape[-1]))
-    opt = keras.optimizers.Adam(settings.learning_rate)
+    opt = FusedAdam(settings.learning_rate)
     n, b = len(inputs), settings.batch_size
     order = np.random.default_rng([seed, 9]).integers(0, n, (settings.regression_steps, b))
     inputs, targets = tf.constant(inputs), tf.constant(targets)
 
     @tf.function
-    def step(idx):
-        x, t = tf.gather(inputs, idx), tf.gather(targets, idx)
-        with tf.GradientTape() as tape:
-            out = net(x, training=True)
-            if kind == "encoder":
-                loss = tf.reduce_mean(tf.reduce_sum(tf.square(out - t), -1))
-            else:
-                loss = tf.reduce_mean(tf.reduce_sum(
-                    tf.nn.sigmoid_cross_entropy_with_logits(labels=t, logits=out), -1))
-        grads = tape.gradient(loss, net.trainable_variables)
-        opt.apply(grads, net.trainable_variables)
-        return loss
+    def run(chunk):
+        # A chunk of steps per graph call (one host round trip per chunk, not per step).
+        losses = tf.TensorArray(tf.float32, size=tf.shape(chunk)[0])
+        for i in tf.range(tf.shape(chunk)[0]):
+            idx = chunk[i]
+            x, t = tf.gather(inputs, idx), tf.gather(targets, idx)
+            with tf.GradientTape() as tape:
+                out = net(x, training=True)
+                if kind == "encoder":
+                    loss = tf.reduce_mean(tf.reduce_sum(tf.square(out - t), -1))
+                else:
+                    loss = tf.reduce_mean(tf.reduce_sum(
+                        tf.nn.sigmoid_cross_entropy_with_logits(labels=t, logits=out), -1))
+            grads = tape.gradient(loss, net.trainable_variables)
+            opt.apply(grads, net.trainable_variables)
+            losses = losses.write(i, loss)
+        return losses.stack()
 
-    return np.array([float(step(tf.constant(i))) for i in order])
+    chunk = 100
+    return np.concatenate([run(tf.constant(order[i:i + chunk]))
+                           for i in range(0, len(order), chunk)])
 
 
 def smooth(losses, window: int = 50):

@@ -6,7 +6,7 @@ __all__ = ["MODEL_NAMES", "RunDir", "RunDirError", "TrainConfig", "train", "vali
            "write_json_atomic"]
 
 
-def train(config, callbacks=(), verbose="auto"):
+def train(config, callbacks=(), verbose="auto", started=None):
     """Run `config` end to end (see `dvrnn_tf.training.loop.train`)."""
     from dvrnn_tf.training.loop import train as _train
-    return _train(config, callbacks=callbacks, verbose=verbose)
+    return _train(config, callbacks=callbacks, verbose=verbose, started=started)

@@ -15,6 +15,7 @@ from dvrnn_tf.training.callbacks import (AtomicBackupAndRestore, AtomicModelChec
                                          NonFiniteGuard)
 from dvrnn_tf.training.factory import build_model
 from dvrnn_tf.training.optimizers import FusedAdam
+from dvrnn_tf.training.phase_timer import PhaseTimer, Stopwatch, timing_report
 from dvrnn_tf.training.run_dir import RunDir, write_json_atomic
 
 # Images in the figure batch (held out, fixed).
@@ -65,52 +66,68 @@ def _callbacks(config, run, sampler, figure_x):
     return cbs
 
 
-def train(config, callbacks=(), verbose="auto"):
+def train(config, callbacks=(), verbose="auto", started=None):
     """Train as `config` says into `config.run_dir`; returns the metrics.json payload.
+
+    The payload's "timing" says where the wall time went (`phase_timer`); `started`, a
+    `time.perf_counter()` value from before the caller's imports, adds their "startup" phase.
 
     Rerunning the same config after an interruption resumes from the last finished epoch
     (BackupAndRestore; the data of epoch e depends only on (seed, e)), so the result equals
     an uninterrupted run's when `config.deterministic`.
     """
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    strategy = distribute.make_strategy(config)  # first: it may split the CPU into devices
-    train_sampler, eval_sampler = make_samplers(config)  # outside strategy.scope()
-    run = RunDir(_abspath(config.run_dir))
+    watch = Stopwatch()
+    if started is not None:
+        watch.seconds["startup"] = time.perf_counter() - started
+    timer = PhaseTimer()
+    with watch("setup"):
+        keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        strategy = distribute.make_strategy(config)  # first: it may split the CPU into devices
+        train_sampler, eval_sampler = make_samplers(config)  # outside strategy.scope()
+        run = RunDir(_abspath(config.run_dir))
     # A non-chief worker writes to a temporary directory; the dtype policy holds inside.
     with distribute.task_run_dir(config, strategy, run) as run, run.claim(config):
-        with strategy.scope():
-            model = build_model(config, train_sampler.image_shape, train_sampler.seq_len,
-                                num_classes=train_sampler.num_classes)
-            model.compile(optimizer=FusedAdam(config.learning_rate),
-                          jit_compile=_jit(config),
-                          steps_per_execution=config.steps_per_execution)
-        steps = config.steps_per_epoch or train_sampler.steps_per_epoch(config.batch_size)
-        train_ds = train_sampler.dataset(config.batch_size, training=True, steps=steps)
-        eval_ds = eval_sampler.dataset(config.batch_size, training=False)
-        figure_x = next(iter(eval_sampler.dataset(FIGURE_BATCH, training=False)))[0]
+        with watch("setup"):
+            with strategy.scope():
+                model = build_model(config, train_sampler.image_shape, train_sampler.seq_len,
+                                    num_classes=train_sampler.num_classes)
+                model.compile(optimizer=FusedAdam(config.learning_rate),
+                              jit_compile=_jit(config),
+                              steps_per_execution=config.steps_per_execution)
+            steps = config.steps_per_epoch or train_sampler.steps_per_epoch(config.batch_size)
+            train_ds = train_sampler.dataset(config.batch_size, training=True, steps=steps)
+            eval_ds = eval_sampler.dataset(config.batch_size, training=False)
+            figure_x = next(iter(eval_sampler.dataset(FIGURE_BATCH, training=False)))[0]
 
-        start = time.perf_counter()
-        model.fit(train_ds, epochs=config.epochs, validation_data=eval_ds, verbose=verbose,
-                  validation_freq=config.validation_freq,
-                  shuffle=False,  # the sampler already draws each epoch afresh
-                  callbacks=_callbacks(config, run, train_sampler, figure_x) + list(callbacks))
-        train_seconds = time.perf_counter() - start
+        with watch("fit"):
+            # The timer last: its epoch end comes after every other callback's.
+            model.fit(train_ds, epochs=config.epochs, validation_data=eval_ds,
+                      verbose=verbose, validation_freq=config.validation_freq,
+                      shuffle=False,  # the sampler already draws each epoch afresh
+                      callbacks=(_callbacks(config, run, train_sampler, figure_x)
+                                 + list(callbacks) + [timer]))
+        train_seconds = watch.seconds["fit"]
 
-        held_out = model.evaluate(eval_ds, return_dict=True, verbose=0)
+        with watch("evaluation"):
+            held_out = model.evaluate(eval_ds, return_dict=True, verbose=0)
         payload = _metrics_payload(config, model, held_out, eval_sampler, train_seconds)
         write_json_atomic(run.metrics, payload)
         if config.figures:
-            payload["figures"] = _write_figures(model, figure_x, run)
-            if config.model == "beta_vae":
-                latent = _latent_analysis(model, train_sampler, eval_sampler, run, config.seed)
-                payload["latent_space"] = latent
-                payload["figures"].update(latent_scatter=latent["scatter_png"],
-                                          nearest_latents=latent["nearest_latents_png"])
+            with watch("figures"):
+                payload["figures"] = _write_figures(model, figure_x, run)
+                if config.model == "beta_vae":
+                    latent = _latent_analysis(model, train_sampler, eval_sampler, run,
+                                              config.seed)
+                    payload["latent_space"] = latent
+                    payload["figures"].update(latent_scatter=latent["scatter_png"],
+                                              nearest_latents=latent["nearest_latents_png"])
         if config.export:
             from dvrnn_tf.export import export_saved_model
-            payload["endpoints"] = export_saved_model(model, str(run.saved_model))
+            with watch("export"):
+                payload["endpoints"] = export_saved_model(model, str(run.saved_model))
+        payload["timing"] = timing_report(watch, timer)
         write_json_atomic(run.metrics, payload)
     return payload
 
