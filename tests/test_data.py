@@ -396,3 +396,13 @@ def test_mnist_from_the_decoded_cache_equals_tfds(mnist_dirs):
     np.testing.assert_array_equal(cached.images, decoded["image"])
     np.testing.assert_array_equal(cached.labels, decoded["label"])
     assert cached.images.dtype == np.uint8 and cached.labels.dtype == np.int64
+
+
+def test_pipelines_do_not_autotune():
+    """Autotuning stalled epochs' first batches by ~1 s while training kept the cores busy
+    (docs/performance.md): training and evaluation pipelines run with fixed parallelism."""
+    sampler = SequenceSampler(load_split("digits", "train"), seq_len=4, binarize="dynamic")
+    for training in (True, False):
+        ds = sampler.dataset(8, training=training, steps=3)
+        assert ds.options().autotune.enabled is False
+        assert [x.shape[0] for x, _ in ds] == [8, 8, 8]

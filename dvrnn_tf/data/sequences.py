@@ -8,6 +8,7 @@ under ``tf.distribute`` strategies).
 from __future__ import annotations
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -16,9 +17,10 @@ from absl import logging
 
 from dvrnn_tf.data.sources import ImageSet
 
-# Batches made in parallel, and made ahead of the consumer (see `SequenceSampler.dataset`).
-_PARALLEL_BATCHES = 2
-_PREFETCH_BATCHES = 4
+# Batches made in parallel (2 on a 2-core machine, up to 8 on a large host feeding an
+# accelerator), and made ahead of the consumer (see `SequenceSampler.dataset`).
+_PARALLEL_BATCHES = max(2, min(8, (os.cpu_count() or 2) // 2))
+_PREFETCH_BATCHES = 2 * _PARALLEL_BATCHES
 
 LAYOUTS = ("sequences", "rows")
 BINARIZE = ("none", "dynamic")
