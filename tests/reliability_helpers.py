@@ -1,5 +1,17 @@
 """Helpers of the reliability tests: test_bad_inputs_*.py, test_reliability.py and
-test_fuzz_endpoints.py."""
+test_fuzz_endpoints.py.
+
+The catalogue of bad inputs: each is refused with an error that names the problem, a non-zero
+exit (or InvalidArgumentError / TypeError / ValueError from an endpoint), and nothing already
+written is touched. One table per family, in three modules: flags (test_bad_inputs_flags.py),
+run directories and data (test_bad_inputs_files.py), and tensors at every SavedModel endpoint
+and at `model.predict` / `model(x)` (test_bad_inputs_tensors.py).
+Count: `pytest --collect-only -q tests/test_bad_inputs_*.py | tail -1`.
+
+The command-line cases run `dvrnn_tf.train` in this process (`cli_in_process`: absl's flag
+parsing, then `main`, whose return value is the exit code) against the run directory of a
+finished run (`tiny_run`), whose files must keep their bytes and mtimes (`refused`).
+"""
 import json
 import os
 import pathlib

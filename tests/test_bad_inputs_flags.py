@@ -1,15 +1,9 @@
 """Bad flags and flag files, and the real binary.
 
-The catalogue of bad inputs: each is refused with an error that names the problem, a non-zero
-exit (or InvalidArgumentError / TypeError / ValueError from an endpoint), and nothing already
-written is touched. One table per family, in three modules: flags (test_bad_inputs_flags.py),
-run directories and data (test_bad_inputs_files.py), and tensors at every SavedModel endpoint
-and at `model.predict` / `model(x)` (test_bad_inputs_tensors.py).
-Count: `pytest --collect-only -q tests/test_bad_inputs_*.py | tail -1`.
+Part of the catalogue of bad inputs (what every case must show: reliability_helpers.py).
 
-The command-line cases run `dvrnn_tf.train` in this process (`cli_in_process`: absl's flag
-parsing, then `main`, whose return value is the exit code) against the run directory of a
-finished run (`tiny_run`), whose files must keep their bytes and mtimes (`refused`).
+The command-line cases run the binary in this process against a finished run
+(`cli_in_process`, `refused`).
 `test_the_binary_exits_non_zero` checks a case of each command-line family (flags, run
 directories, data) in real subprocesses.
 """

@@ -1,12 +1,7 @@
 """Bad tensors at every SavedModel endpoint and at `model.predict` / `model(x)`: images, counts
 and codes, and the control that serves good inputs.
 
-The catalogue of bad inputs: each is refused with an error that names the problem, a non-zero
-exit (or InvalidArgumentError / TypeError / ValueError from an endpoint), and nothing already
-written is touched. One table per family, in three modules: flags (test_bad_inputs_flags.py),
-run directories and data (test_bad_inputs_files.py), and tensors at every SavedModel endpoint
-and at `model.predict` / `model(x)` (test_bad_inputs_tensors.py).
-Count: `pytest --collect-only -q tests/test_bad_inputs_*.py | tail -1`.
+Part of the catalogue of bad inputs (what every case must show: reliability_helpers.py).
 """
 import re
 

@@ -2,7 +2,7 @@
 
 tfds stores MNIST's images PNG-encoded: decoding the 60,000 training images takes ~2.7 s on
 these machines, every run. The decoded arrays are saved once beside the prepared set
-(`<builder.data_dir>/dvrnn_tf_arrays/`) and memory-mapped afterwards (~0.1 s). A cache entry is
+(`<builder.data_dir>/dvrnn_tf_arrays/`) and read back afterwards (~0.2 s). A cache entry is
 named by a fingerprint of the prepared files (names, sizes, modification times), so a set that
 tfds prepares again is decoded again; an unwritable data directory only costs the saving.
 """
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 
 import numpy as np
+
+from dvrnn_tf.atomic import atomic_file
 
 CACHE_DIR = "dvrnn_tf_arrays"
 
@@ -38,31 +39,21 @@ def load(data_dir: str, split: str):
     """(images, labels) from the cache, or None when there is no valid entry."""
     images_path, labels_path = _paths(data_dir, split, fingerprint(data_dir))
     try:
-        images = np.load(images_path, mmap_mode="r")
-        labels = np.load(labels_path)
+        images, labels = np.load(images_path), np.load(labels_path)
     except (OSError, ValueError, EOFError):  # no entry, or one cut short
         return None
     if len(images) != len(labels):
         return None
-    return np.asarray(images), labels
+    return images, labels
 
 
 def save(data_dir: str, split: str, images: np.ndarray, labels: np.ndarray) -> bool:
-    """Write the entry (each file to a temporary name, then renamed); False if not writable."""
-    key = fingerprint(data_dir)
-    folder = os.path.join(data_dir, CACHE_DIR)
+    """Write the entry (each file whole or not at all); False if the folder is not writable."""
     try:
-        os.makedirs(folder, exist_ok=True)
-        for path, array in zip(_paths(data_dir, split, key), (images, labels)):
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, array)
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
+        os.makedirs(os.path.join(data_dir, CACHE_DIR), exist_ok=True)
+        for path, array in zip(_paths(data_dir, split, fingerprint(data_dir)), (images, labels)):
+            with atomic_file(path, "wb") as f:
+                np.save(f, array)
     except OSError:
         return False
     return True

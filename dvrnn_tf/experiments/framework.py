@@ -153,12 +153,12 @@ def model_grids(model, z):
 # ---- figures --------------------------------------------------------------------------------
 
 def _write_json(path, payload):
+    from dvrnn_tf.atomic import atomic_file
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_file(path) as f:
         json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def _json_default(o):

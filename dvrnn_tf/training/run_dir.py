@@ -20,7 +20,8 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
+
+from dvrnn_tf.atomic import atomic_file
 
 
 class RunDirError(RuntimeError):
@@ -34,18 +35,8 @@ def write_json_atomic(path, payload) -> None:
 
 def write_text_atomic(path, text: str) -> None:
     """Write text to a temporary sibling, then rename: readers never see half a file."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def config_to_flagfile(config) -> str:
