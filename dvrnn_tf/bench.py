@@ -21,9 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from dvrnn_tf.perf.benchmark import CONFIGS, MODELS, format_table, run_benchmark  # noqa: E402
+from dvrnn_tf.perf.benchmark import (CONFIGS, benchmarked_models, format_table,  # noqa: E402
+                                     run_benchmark)
 
-flags.DEFINE_list("models", list(MODELS), "Models to time.")
+flags.DEFINE_list("models", [], "Models to time (default: every model that declares its "
+                  "step's cost).")
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations: {', '.join(CONFIGS)}.")
 flags.DEFINE_list("xla", ["off", "on"], "XLA settings to time: off (jit_compile=False), "
                   "on (jit_compile=True).")
@@ -51,9 +53,11 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    for name in FLAGS.models:
-        if name not in MODELS:
-            raise app.UsageError(f"--models: unknown {name!r}; allowed: {', '.join(MODELS)}")
+    models = FLAGS.models or list(benchmarked_models())
+    for name in models:
+        if name not in benchmarked_models():
+            raise app.UsageError(f"--models: unknown {name!r}; allowed: "
+                                 f"{', '.join(benchmarked_models())}")
     for name in FLAGS.configs:
         if name not in CONFIGS:
             raise app.UsageError(f"--configs: unknown {name!r}; allowed: {', '.join(CONFIGS)}")
@@ -61,7 +65,7 @@ def main(argv):
         if name not in ("on", "off"):
             raise app.UsageError(f"--xla: unknown {name!r}; allowed: on, off")
     payload = run_benchmark(
-        FLAGS.models, {name: CONFIGS[name] for name in FLAGS.configs}, FLAGS.xla,
+        models, {name: CONFIGS[name] for name in FLAGS.configs}, FLAGS.xla,
         steps=FLAGS.steps, warmup=FLAGS.warmup, roofline_repeats=FLAGS.roofline_repeats,
         pipeline_data=FLAGS.pipeline_data, pipeline_batches=FLAGS.pipeline_batches,
         data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, log=print,

@@ -27,10 +27,10 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from dvrnn_tf.metrics.evaluation import (  # noqa: E402  # the library, re-exported
-    APPLIES_TO, METRICS, EvalOptions, EvaluationError, _finite, _select_metrics, evaluate_run,
+    METRICS, EvalOptions, EvaluationError, _finite, _select_metrics, applies_to, evaluate_run,
     load_run, summarize)
 
-__all__ = ["APPLIES_TO", "METRICS", "EvalOptions", "EvaluationError", "_finite",
+__all__ = ["METRICS", "EvalOptions", "EvaluationError", "_finite", "applies_to",
            "_select_metrics", "evaluate_run", "load_run", "main", "summarize"]
 
 

@@ -1,9 +1,10 @@
 """Train a model: `python -m dvrnn_tf.train --model=factorized --flagfile=flags/factorized.flags`.
 
-One flag per field of `dvrnn_tf.training.TrainConfig` (see `--helpfull`); bounds and
+One flag per setting of the model families, the sequence sources and the training loop
+(`dvrnn_tf.training.config.all_settings`; see `--helpfull`). Only the flags a run gives are
+passed on: one that the chosen model or data set does not take is an error, and bounds and
 allowed values are checked before any work is done.
 """
-import dataclasses
 import os
 import sys
 import time
@@ -16,31 +17,35 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from dvrnn_tf.training.config import TrainConfig  # noqa: E402
+from dvrnn_tf.training.config import TrainConfig, all_settings  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 
 def _define_flags():
-    for f in dataclasses.fields(TrainConfig):
-        meta, default = f.metadata, f.default
-        if meta.get("choices"):
-            flags.DEFINE_enum(f.name, default, list(meta["choices"]), meta["help"])
-        elif isinstance(default, bool):
-            flags.DEFINE_bool(f.name, default, meta["help"])
-        elif isinstance(default, int):
-            flags.DEFINE_integer(f.name, default, meta["help"], lower_bound=meta.get("lower"))
-        elif isinstance(default, float):
-            flags.DEFINE_float(f.name, default, meta["help"], lower_bound=meta.get("lower"))
+    for s in all_settings():
+        if s.choices:
+            flags.DEFINE_enum(s.name, s.default, list(s.choices), s.help)
+        elif s.type is bool:
+            flags.DEFINE_bool(s.name, s.default, s.help)
+        elif s.type is int:
+            flags.DEFINE_integer(s.name, s.default, s.help, lower_bound=s.lower,
+                                 upper_bound=s.upper)
+        elif s.type is float:
+            flags.DEFINE_float(s.name, s.default, s.help, lower_bound=s.lower,
+                               upper_bound=s.upper)
         else:
-            flags.DEFINE_string(f.name, default, meta["help"])
+            flags.DEFINE_string(s.name, s.default, s.help)
 
 
 _define_flags()
 
 
 def config_from_flags() -> TrainConfig:
-    return TrainConfig(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainConfig)})
+    """The config of the flags given (on the command line or in a --flagfile); the others
+    take their defaults."""
+    given = {s.name: FLAGS[s.name].value for s in all_settings() if FLAGS[s.name].present}
+    return TrainConfig(**given)
 
 
 def main(argv):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from reliability_helpers import refused, snapshot
 
-from dvrnn_tf.data import ImageSet, SequenceSampler, sources
+from dvrnn_tf.data import ImageSet, SequenceSampler
+from dvrnn_tf.data import image_sets as sources
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -85,7 +86,7 @@ def _mnist_copy(tmp_path, good, damage):
 DATA_CASES = {
     "unknown-data-set": (["--dataset=no_such_set"], ["unknown data set 'no_such_set'"]),
     "unknown-data-set-config": (["--dataset=emnist/nope"], ["unknown data set 'emnist/nope'"]),
-    "empty-data-set-name": (["--dataset="], ["name must be"]),
+    "empty-data-set-name": (["--dataset="], ["--dataset=''", "allowed: ", "mnist"]),
     "data-set-without-labels": (["--dataset=binarized_mnist"],
                                 ["'binarized_mnist' has no 'image' and class 'label'"]),
     "data-set-of-varying-image-sizes": (["--dataset=cats_vs_dogs"],

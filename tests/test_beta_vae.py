@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 
 from dvrnn_tf.analysis import (analyze, encode_means, knn_accuracy, nearest_latent_decodes,
                                scatter_by_class)
-from dvrnn_tf.models.beta_vae import BetaVAE
+from dvrnn_tf.models import BetaVAE
 from dvrnn_tf.objectives import Capacity, Constant
 
 tfd = tfp.distributions

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from dvrnn_tf.layers import SplitDense
-from dvrnn_tf.models import MODELS, CVAE
-from dvrnn_tf.models.cvae import label_transforms, parse_split
+from dvrnn_tf.models import CVAE, get_family
+from dvrnn_tf.models.families.cvae import label_transforms, parse_split
 from model_harness import ModelHarnessTests
 
 K = 10
@@ -142,7 +142,7 @@ def test_transformed_decoder_and_methods():
         model.compute_terms(x)
     with pytest.raises(ValueError, match="labelled batches"):
         model.terms_from_data(x)
-    assert MODELS["cvae"] is CVAE
+    assert get_family("cvae").model_class is CVAE
 
 
 def test_masked_encoder_ignores_the_label():
@@ -161,13 +161,17 @@ def test_train_config_and_factory():
 
     config = TrainConfig(model="cvae", split_encoder="all", split_decoder="0,3", hidden_dim=8,
                          z_dim=2)
-    model = build_model(config, (8, 8, 1), 2, num_classes=7)
+    from dvrnn_tf.data import DataSpec, Factor
+
+    model = build_model(config, DataSpec((8, 8, 1), 2, (Factor("class", 7),)))
     assert model.num_classes == 7
     assert model.split_encoder == (0, 1, 2, 3) and model.split_decoder == (0, 3)
     for bad in (dict(model="cvae", split_encoder="first"),
                 dict(model="beta_vae", split_decoder="all")):
         with pytest.raises(ValueError, match="split_"):
             TrainConfig(**bad)
+    with pytest.raises(ValueError, match="needs data with a 'class' label"):
+        build_model(config, DataSpec((8, 8, 1), 2, (Factor("motion", 9),)))
 
 
 def test_export_labelled_endpoints(tmp_path):

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from dvrnn_tf.data import (DataUnavailableError, ImageSet, SequenceSampler, available_datasets,
                            load_split)
-from dvrnn_tf.data import sources
+from dvrnn_tf.data import image_sets as sources
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -18,17 +18,24 @@ MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 
 def test_digits_shapes_range_and_disjoint_stratified_split():
     train, test = load_split("digits", "train"), load_split("digits", "test")
-    assert (len(train), len(test)) == (1437, 360)
-    for s in (train, test):
+    validation = load_split("digits", "validation")
+    # 20% test; 10% of the remaining 1437 (stratified) validation.
+    assert (len(train), len(validation), len(test)) == (1293, 144, 360)
+    for s in (train, validation, test):
         assert s.images.dtype == np.float32 and s.labels.dtype == np.int64
         assert s.image_shape == (8, 8, 1) and s.num_classes == 10
         assert 0.0 <= s.images.min() and s.images.max() == 1.0
         assert np.array_equal(s.as_float(), s.images)
         assert not s.images.flags.writeable  # the cached object is shared
     train_bytes = {img.tobytes() for img in train.images}
-    assert not any(img.tobytes() in train_bytes for img in test.images)
-    total = np.bincount(train.labels, minlength=10) + np.bincount(test.labels, minlength=10)
-    assert np.all(np.abs(np.bincount(test.labels, minlength=10) - 0.2 * total) <= 1)
+    held_bytes = [img.tobytes() for s in (validation, test) for img in s.images]
+    assert not any(b in train_bytes for b in held_bytes)
+    # Validation and test share no image either (duplicated pixels aside: digits has none).
+    assert len(set(held_bytes)) == len(held_bytes)
+    count = lambda s: np.bincount(s.labels, minlength=10)  # noqa: E731
+    total = count(train) + count(validation) + count(test)
+    assert np.all(np.abs(count(test) - 0.2 * total) <= 1)
+    assert np.all(np.abs(count(validation) - 0.1 * (count(train) + count(validation))) <= 1)
     assert load_split("digits", "train") is train  # cached in-process
 
 
@@ -40,7 +47,7 @@ def test_as_float_of_uint8():
 
 def test_bad_split_and_unknown_names():
     with pytest.raises(ValueError, match="validation"):
-        load_split("digits", "validation")
+        load_split("digits", "valid")
     with pytest.raises(ValueError, match="no_such_set"):
         load_split("no_such_set", "train")
     with pytest.raises(ValueError, match="emnist/nope"):
@@ -60,12 +67,16 @@ def test_mnist_offline(mnist_dirs):
     data_dir, manual_dir = mnist_dirs
     train = load_split("mnist", "train", data_dir=data_dir, manual_dir=manual_dir)
     test = load_split("mnist", "test", data_dir=data_dir, manual_dir=manual_dir)
-    assert (len(train), len(test)) == (60000, 10000)
+    validation = load_split("mnist", "validation", data_dir=data_dir, manual_dir=manual_dir)
+    # MNIST's 60,000 training images: 6,000 (600 per class, stratified) are validation.
+    assert (len(train), len(validation), len(test)) == (54000, 6000, 10000)
+    assert np.all(np.abs(np.bincount(validation.labels) - 0.1 * (
+        np.bincount(train.labels) + np.bincount(validation.labels))) <= 1)
     assert train.images.dtype == np.uint8 and train.image_shape == (28, 28, 1)
     assert set(np.unique(train.labels)) == set(range(10)) == set(np.unique(test.labels))
     assert train.num_classes == 10 and train.images.max() == 255
     sampler = SequenceSampler(train, seq_len=8)
-    assert sampler.num_sequences == 7500 and sampler.steps_per_epoch(128) == 59
+    assert sampler.num_sequences == 6750 and sampler.steps_per_epoch(128) == 53
     x, y = next(iter(sampler.dataset(128, training=True)))
     assert x.shape == (128, 8, 28, 28, 1) and y.dtype == tf.int32
     x, _ = next(iter(SequenceSampler(test, layout="rows").dataset(16, training=False)))

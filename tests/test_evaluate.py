@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from config_helpers import config_for
 from dvrnn_tf.metrics.evaluation import EvaluationError, EvalOptions, evaluate_run
 from dvrnn_tf.training import TrainConfig, train
 
@@ -29,7 +30,7 @@ def runs(tmp_path_factory):
     out = {}
     for model in ("factorized", "vrnn", "beta_vae"):
         run_dir = root / model
-        train(TrainConfig(model=model, run_dir=str(run_dir), **TINY), verbose=0)
+        train(config_for(model, run_dir=str(run_dir), **TINY), verbose=0)
         out[model] = run_dir
     return out
 
@@ -106,7 +107,7 @@ def test_clear_errors_for_run_directories_that_lack_something(tmp_path, runs):
     with pytest.raises(EvaluationError, match="unknown metric.*no_such"):
         evaluate_run(runs["vrnn"], metrics="likelihood,no_such")
     with pytest.raises(EvaluationError,
-                       match="'swap' cannot be measured.*full, factorized, disentangled, not vrnn"):
+                       match="'swap' cannot be measured.*content_style, full, factorized, not vrnn"):
         evaluate_run(runs["vrnn"], metrics="swap")
     with pytest.raises(EvaluationError, match="--iwae_chunk must be >= 1"):
         evaluate_run(runs["vrnn"], iwae_chunk=0)
@@ -172,19 +173,20 @@ def test_results_flag_parsing():
     values = results.parse_flag_lines(["# c", "--model=full", "--noexport", "--figures", ""])
     assert values == {"model": "full", "export": "false", "figures": "true"}
     config = results.config_from_flags({**values, "beta_z": "25", "epochs": "3"})
-    assert (config.beta_z, config.epochs, config.export) == (25.0, 3, False)
-    with pytest.raises(ValueError, match="--no_such is not a training flag"):
+    assert (config.model_settings.beta_z, config.epochs, config.export) == (25.0, 3, False)
+    with pytest.raises(ValueError, match="unknown setting --no_such"):
         results.config_from_flags({"no_such": "1"})
     for name in results.CONFIGS:
         assert (ROOT / "flags" / f"{name}.flags").is_file(), name
 
 
 def test_a_model_no_metric_applies_to_is_refused():
+    from dvrnn_tf.data import open_source
     from dvrnn_tf.metrics.evaluation import _select_metrics
 
     with pytest.raises(EvaluationError, match="no metric.*'cvae'.*measures"):
-        _select_metrics("all", "cvae", "sequences")
-    chosen, skipped = _select_metrics("all", "factorized", "rows")
+        _select_metrics("all", "cvae", open_source("digits"))
+    chosen, skipped = _select_metrics("all", "factorized", open_source("digits", {"layout": "rows"}))
     assert chosen == ["likelihood", "style_leakage"] and "layout=rows" in skipped["swap"]
 
 

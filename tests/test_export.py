@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from dvrnn_tf import export
 from dvrnn_tf.models import VRNN, DisentangledVRNN
-from dvrnn_tf.models.beta_vae import BetaVAE
+from dvrnn_tf.models import BetaVAE
 
 T, H, W, C = 8, 8, 8, 1
 SMALL = dict(seq_len=T, hidden_dim=16, rnn_dim=16, z_dim=3)

@@ -204,23 +204,23 @@ def test_style_preservation_credits_the_style_source():
 
 # ---- likelihood bounds ------------------------------------------------------------------------
 
-KINDS = ["vrnn", "full", "factorized", "disentangled", "beta_vae"]
+KINDS = ["vrnn", "full", "factorized", "content_style", "beta_vae"]
 
 
 @pytest.fixture(scope="module")
 def tiny_models():
     """One briefly trained tiny model of each kind on binarized digits, and a test batch."""
-    from dvrnn_tf.training import TrainConfig
     from dvrnn_tf.training.factory import build_model
-    from dvrnn_tf.training.loop import make_samplers
+    from config_helpers import config_for
+    from dvrnn_tf.training.loop import data_spec, make_samplers
 
     models = {}
     for kind in KINDS:
-        config = TrainConfig(model=kind, dataset="digits", hidden_dim=32, rnn_dim=16, f_dim=4,
-                             z_dim=2, seq_len=4, seed=0, run_dir="unused")
+        config = config_for(kind, hidden_dim=32, rnn_dim=16, f_dim=4, z_dim=2, seq_len=4,
+                            seed=0, run_dir="unused")
         train_sampler, eval_sampler = make_samplers(config)
         keras.utils.set_random_seed(0)
-        model = build_model(config, eval_sampler.image_shape, eval_sampler.seq_len)
+        model = build_model(config, data_spec(eval_sampler))
         model.compile(keras.optimizers.Adam(3e-3))
         model.fit(train_sampler.dataset(32, training=True, steps=60), epochs=1, verbose=0)
         x = next(iter(eval_sampler.dataset(12, training=False)))[0].numpy()

@@ -145,7 +145,7 @@ def test_inf_in_the_encoder_names_kl_z(tmp_path, monkeypatch):
 EXPORTER = textwrap.dedent("""
     import sys
     from dvrnn_tf import export
-    from dvrnn_tf.models.beta_vae import BetaVAE
+    from dvrnn_tf.models import BetaVAE
     if sys.argv[2] == "fallback":  # a system without an atomic exchange of two paths
         export._exchange = lambda a, b: False
     export.export_saved_model(BetaVAE((8, 8, 1), seq_len=8, hidden_dim=16, z_dim=2, seed=2),
@@ -154,7 +154,7 @@ EXPORTER = textwrap.dedent("""
 
 
 def _beta_vae(seed):
-    from dvrnn_tf.models.beta_vae import BetaVAE
+    from dvrnn_tf.models import BetaVAE
     return BetaVAE((8, 8, 1), seq_len=8, hidden_dim=16, z_dim=2, seed=seed)
 
 

@@ -12,7 +12,7 @@ from scipy import ndimage
 from sklearn.datasets import load_digits
 
 from dvrnn_tf.experiments import framework, grid_experiments, regression, scoring, win_rates
-from dvrnn_tf.models.cvae import label_transforms
+from dvrnn_tf.models.families.cvae import label_transforms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = framework.Settings(dataset="digits", hidden_dim=16, z_dim=2, num_hidden=3, steps=15,

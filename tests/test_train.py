@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from config_helpers import applicable
 from dvrnn_tf.training import RunDirError, TrainConfig, train
 
 TINY = dict(hidden_dim=16, rnn_dim=16, f_dim=4, z_dim=2, batch_size=16, figures=False,
@@ -51,7 +52,7 @@ def test_rows_layout_contradicting_seq_len_is_refused(tmp_path):
 
 def test_run_dir_with_other_flags_is_refused_unless_overwrite(tmp_path):
     base = dict(model="vrnn", dataset="digits", epochs=1, steps_per_epoch=2,
-                run_dir=str(tmp_path), **TINY)
+                run_dir=str(tmp_path), **applicable("vrnn", **TINY))
     train(TrainConfig(**base), verbose=0)
     metrics_before = (tmp_path / "metrics.json").read_text()
     with pytest.raises(RunDirError, match="other flags.*z_dim.*--overwrite"):
@@ -112,7 +113,7 @@ def test_training_on_real_mnist_lowers_the_held_out_loss(tmp_path, mnist_dirs):
                                 run_dir=str(tmp_path)), verbose=0, callbacks=[history])
     val = [e["val_loss"] for e in history.logs]
     assert val[-1] < val[0] - 10, val
-    assert payload["num_sequences"] == 1250 and payload["split"] == "test"
+    assert payload["num_sequences"] == 750 and payload["split"] == "validation"
     nats = payload["per_image_nats"]
     assert payload["neg_elbo_per_image"] == pytest.approx(nats["nll"] + nats["kl_z"])
     assert 60 < nats["nll"] < 300  # binarized MNIST after a few steps: far from 0 and from 543
@@ -142,7 +143,7 @@ def test_cli_writes_every_output_and_prints_where(tmp_path):
     assert f"Wall time {timing['total_seconds']:.1f} s: startup" in proc.stdout
     # The resolved flags replay the run.
     flags = (run_dir / "flags.txt").read_text()
-    assert "--model=disentangled" in flags and "--dataset=digits" in flags
+    assert "--model=content_style" in flags and "--dataset=digits" in flags
 
 
 def test_checkpoint_every_and_validation_freq(tmp_path):

@@ -106,7 +106,7 @@ def regression(settings: Settings, seed: int, out_dir=None, data=None, base_mode
     grid is scored (`base_model_score`: is the code it gives really disentangled?).
     """
     from dvrnn_tf.experiments.scoring import score_grid
-    from dvrnn_tf.models.cvae import label_transforms
+    from dvrnn_tf.models.families.cvae import label_transforms
 
     train_set, _ = data or load_data(settings)
     start, cpu = time.perf_counter(), time.process_time()

@@ -44,24 +44,10 @@ def parse_flag_lines(lines):
 
 
 def config_from_flags(flag_values: dict):
-    """A TrainConfig from raw flag values (types from the dataclass), validated."""
+    """A TrainConfig from raw flag values (each setting converts its own), validated."""
     from dvrnn_tf.training import TrainConfig
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    kwargs = {}
-    for name, raw in flag_values.items():
-        if name not in fields:
-            raise ValueError(f"--{name} is not a training flag")
-        default = fields[name].default
-        if isinstance(default, bool):
-            kwargs[name] = str(raw).lower() in ("1", "true", "yes")
-        elif isinstance(default, int):
-            kwargs[name] = int(raw)
-        elif isinstance(default, float):
-            kwargs[name] = float(raw)
-        else:
-            kwargs[name] = str(raw)
-    return TrainConfig(**kwargs)
+    return TrainConfig(**flag_values)
 
 
 @dataclasses.dataclass
@@ -88,18 +74,22 @@ class Job:
 
 def betas(config) -> str:
     """The KL weights of a config, as the table shows them."""
-    def one(name, schedule, beta, c_max):
+    from dvrnn_tf.models.registry import get_family
+
+    values = config.model_settings
+
+    def one(label, term):
+        schedule, beta = values[f"kl_{term}_schedule"], values[f"beta_{term}"]
         if schedule == "capacity":
-            return f"{name}: capacity C={c_max:g}, γ={config.capacity_gamma:g}"
+            return (f"{label}: capacity C={values[f'capacity_{term}']:g}, "
+                    f"γ={values['capacity_gamma']:g}")
         if schedule != "constant":
-            return f"{name}={beta:g} ({schedule}, {config.warmup_steps} steps)"
-        return f"{name}={beta:g}"
-    parts = []
-    if config.model in ("full", "factorized", "disentangled"):
-        parts.append(one("β_f", config.kl_f_schedule, config.beta_f, config.capacity_f))
-    parts.append(one("β_z" if config.model != "beta_vae" else "β", config.kl_z_schedule,
-                     config.beta_z, config.capacity_z))
-    return ", ".join(parts)
+            return f"{label}={beta:g} ({schedule}, {values['warmup_steps']} steps)"
+        return f"{label}={beta:g}"
+    # A model of single frames has one code, whose weight is the beta-VAE's beta.
+    single = getattr(get_family(config.model).model_class, "independent_frames", False)
+    parts = [one("β_f", "f")] if "beta_f" in values else []
+    return ", ".join(parts + [one("β" if single else "β_z", "z")])
 
 
 def _log(message):

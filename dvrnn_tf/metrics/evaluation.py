@@ -1,7 +1,7 @@
 """Evaluating a trained run, as a library: the program is `python -m dvrnn_tf.evaluate`.
 
 `evaluate_run` loads a run directory's `checkpoints/last.keras` and `config.json`, computes every
-metric of DESIGN 4 that applies to its model (`APPLIES_TO`; `EvalOptions` says how), writes
+metric of DESIGN 4 that applies to its model and data (the family's and the source's declared metrics; `EvalOptions` says how), writes
 `eval.json` and `report.png`, and returns eval.json's data; `summarize` gives its headline
 numbers (the results table's columns). `dvrnn_tf.evaluate` documents the metrics and turns
 `EvalOptions`' fields into flags.
@@ -17,18 +17,13 @@ import time
 
 METRICS = ("likelihood", "judge", "swap", "label_preservation", "style_leakage",
            "style_preservation", "knn")
-_DISENTANGLED = ("full", "factorized", "disentangled")
-APPLIES_TO = {
-    "likelihood": ("vrnn", *_DISENTANGLED, "beta_vae"),
-    "judge": ("vrnn", *_DISENTANGLED, "beta_vae"),
-    "swap": _DISENTANGLED,
-    "label_preservation": _DISENTANGLED,
-    "style_leakage": ("vrnn", *_DISENTANGLED, "beta_vae"),
-    "style_preservation": _DISENTANGLED,
-    "knn": ("beta_vae",),
-}
-# Metrics that judge whole frames as images: meaningless when a frame is one row of an image.
-_NEEDS_IMAGES = ("judge", "swap", "label_preservation", "style_preservation", "knn")
+
+
+def applies_to(metric: str) -> tuple:
+    """The `--model` values whose family lists `metric` (`ModelFamily.metrics`)."""
+    from dvrnn_tf.models import registry
+    return tuple(name for name in registry.model_names()
+                 if metric in registry.get_family(name).metrics)
 
 
 class EvaluationError(RuntimeError):
@@ -87,8 +82,8 @@ def _fail(message):
 
 def load_run(run_dir):
     """(TrainConfig, model) of a run directory, or EvaluationError saying what is missing."""
+    from dvrnn_tf.models import registry
     from dvrnn_tf.training import RunDir, TrainConfig
-    from dvrnn_tf.training.config import MODEL_NAMES
 
     root = pathlib.Path(os.path.abspath(os.path.expanduser(os.fspath(run_dir))))
     run = RunDir(root)
@@ -104,12 +99,13 @@ def load_run(run_dir):
     if not isinstance(raw, dict):
         _fail(f"{run.config} does not hold a configuration object.")
     model_name = raw.get("model")
-    if model_name not in MODEL_NAMES:
-        _fail(f"{run.config} names model {model_name!r}, which this package cannot evaluate "
-              f"(known models: {', '.join(MODEL_NAMES)}).")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
-        config = TrainConfig(**{k: v for k, v in raw.items() if k in fields})
+        registry.canonical_name(model_name)
+    except ValueError:
+        _fail(f"{run.config} names model {model_name!r}, which this package cannot evaluate "
+              f"(known models: {', '.join(registry.model_names())}).")
+    try:
+        config = TrainConfig.from_dict(raw)
     except (TypeError, ValueError) as e:
         _fail(f"{run.config} holds an invalid configuration: {e}")
     checkpoint = run.checkpoints / "last.keras"
@@ -126,8 +122,14 @@ def load_run(run_dir):
     return config, model
 
 
-def _select_metrics(requested: str, model_name: str, layout: str):
-    """(metrics to run, {skipped: reason}); explicit requests that cannot run are errors."""
+def _select_metrics(requested: str, model_name: str, source):
+    """(metrics to run, {skipped: reason}); explicit requests that cannot run are errors.
+
+    A metric runs when the model's family lists it and the source's data supports it."""
+    from dvrnn_tf.models.registry import get_family
+
+    family_metrics = get_family(model_name).metrics
+    data_metrics = source.applicable_metrics()
     names = [m.strip() for m in requested.split(",") if m.strip()] or ["all"]
     explicit = names != ["all"]
     if explicit:
@@ -137,10 +139,10 @@ def _select_metrics(requested: str, model_name: str, layout: str):
                   "or all")
     chosen, skipped = [], {}
     for m in (names if explicit else METRICS):
-        if model_name not in APPLIES_TO[m]:
-            reason = f"applies to {', '.join(APPLIES_TO[m])}, not {model_name}"
-        elif layout == "rows" and m in _NEEDS_IMAGES:
-            reason = "layout=rows: a frame is one row of an image, which the judge cannot classify"
+        if m not in family_metrics:
+            reason = f"applies to {', '.join(applies_to(m))}, not {model_name}"
+        elif m not in data_metrics:
+            reason = source.why_not(m)
         else:
             chosen.append(m)
             continue
@@ -148,25 +150,16 @@ def _select_metrics(requested: str, model_name: str, layout: str):
             _fail(f"metric {m!r} cannot be measured on this run: it {reason}.")
         skipped[m] = reason
     if not chosen:
-        measured = sorted({name for models in APPLIES_TO.values() for name in models})
-        _fail(f"no metric of dvrnn_tf.evaluate applies to a {model_name!r} run with "
-              f"layout={layout} (it measures {', '.join(measured)} runs).")
+        measured = sorted({name for m in METRICS for name in applies_to(m)})
+        _fail(f"no metric of dvrnn_tf.evaluate applies to a {model_name!r} run on "
+              f"{source.dataset} (it measures {', '.join(measured)} runs).")
     return chosen, skipped
 
 
-def _sequences(sampler, limit, batch_size=256):
-    """The first `limit` evaluation sequences of a sampler (0: all): (x, y) numpy arrays."""
-    import numpy as np
-
-    xs, ys, count = [], [], 0
-    for x, y in sampler.dataset(batch_size, training=False):
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-        count += len(ys[-1])
-        if limit and count >= limit:
-            break
-    x, y = np.concatenate(xs), np.concatenate(ys).astype(np.int64)
-    return (x[:limit], y[:limit]) if limit else (x, y)
+def _sequences(split, limit):
+    """The first `limit` evaluation sequences of a split (0: all): (x, class labels) numpy."""
+    x, labels = split.arrays(limit)
+    return x, labels["class"].astype("int64")
 
 
 def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> dict:
@@ -178,8 +171,8 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
     data set cannot be loaded.
     """
     opts = dataclasses.replace(options or EvalOptions(), **overrides)
-    if opts.split not in ("train", "test"):
-        _fail(f"--split must be train or test, got {opts.split!r}")
+    if opts.split not in ("train", "validation", "test"):
+        _fail(f"--split must be train, validation or test, got {opts.split!r}")
     for name in ("iwae_k", "iwae_sequences", "eval_sequences", "probe_sequences", "seed",
                  "judge_seed", "judge_epochs"):
         if getattr(opts, name) < 0:
@@ -188,11 +181,16 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
         if getattr(opts, name) < 1:
             _fail(f"--{name} must be >= 1, got {getattr(opts, name)}")
     config, model = load_run(run_dir)
-    chosen, skipped = _select_metrics(opts.metrics, config.model, config.layout)
+    data_settings = dict(config.data_settings)
+    for name in ("data_dir", "manual_dir"):
+        if getattr(opts, name) and name in data_settings:
+            data_settings[name] = getattr(opts, name)
+    from dvrnn_tf.data import open_source
+    source = open_source(config.dataset, data_settings, seed=config.seed,
+                         binarize=model.likelihood.binarize)
+    chosen, skipped = _select_metrics(opts.metrics, config.model, source)
 
     import numpy as np
-
-    from dvrnn_tf.data import SequenceSampler, load_split
     from dvrnn_tf.metrics import disentanglement as dis
     from dvrnn_tf.metrics import judge as judge_lib
     from dvrnn_tf.metrics import likelihood as lik
@@ -201,26 +199,20 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
     run = RunDir(pathlib.Path(os.path.abspath(os.fspath(run_dir))))
     out_dir = pathlib.Path(os.path.abspath(opts.output_dir)) if opts.output_dir else run.root
     out_dir.mkdir(parents=True, exist_ok=True)
-    load = dict(data_dir=opts.data_dir or config.data_dir or None,
-                manual_dir=opts.manual_dir or config.manual_dir or None)
-    binarize = "dynamic" if model.likelihood.binarize else "none"
-    seq_len = config.seq_len if config.layout == "sequences" else None
-
-    def sampler(split):
-        return SequenceSampler(load_split(config.dataset, split, **load), seq_len=seq_len,
-                               layout=config.layout, binarize=binarize, seed=config.seed)
-
-    held_out = sampler(opts.split)
+    load = dict(data_dir=data_settings.get("data_dir") or None,
+                manual_dir=data_settings.get("manual_dir") or None)
+    held_out = source.split(opts.split)
     result = {
         "run_dir": str(run.root), "checkpoint": str(run.checkpoints / "last.keras"),
-        "model": config.model, "dataset": config.dataset, "layout": config.layout,
-        "observation_model": config.likelihood, "split": opts.split, "seq_len": held_out.seq_len,
-        "data_seed": config.seed, "eval_seed": opts.seed,
+        "model": config.model, "dataset": config.dataset, "data_settings": data_settings,
+        "observation_model": model.likelihood.name, "split": opts.split,
+        "seq_len": held_out.seq_len, "data_seed": config.seed, "eval_seed": opts.seed,
         "held_out_sequences": held_out.num_sequences,
-        "inputs": ("binarized once with the data seed" if binarize == "dynamic"
+        "independent_frames": bool(getattr(model, "independent_frames", False)),
+        "inputs": ("binarized once with the data seed" if model.likelihood.binarize
                    else "grey levels"),
         "options": {k: v for k, v in dataclasses.asdict(opts).items()},
-        "config": dataclasses.asdict(config), "skipped": skipped, "seconds": {},
+        "config": config.to_dict(), "skipped": skipped, "seconds": {},
     }
     try:
         trained = json.loads(run.metrics.read_text())
@@ -275,7 +267,7 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
             result[m] = timed(m, lambda: dis.label_preservation(
                 model, judge, x, y, num_styles=opts.num_styles, seed=opts.seed))
         elif m == "style_leakage":
-            train_x, train_y = _sequences(sampler("train"), opts.probe_sequences)
+            train_x, train_y = _sequences(source.split("train"), opts.probe_sequences)
             result[m] = timed(m, lambda: dis.style_leakage(model, train_x, train_y, x, y,
                                                            seed=opts.seed))
             result[m]["train_split"], result[m]["test_split"] = "train", opts.split
@@ -289,8 +281,7 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
                 model, x[:opts.style_sources * 5])
             result[m] = value
         elif m == "knn":
-            train_set = load_split(config.dataset, "train", **load)
-            test_set = load_split(config.dataset, opts.split, **load)
+            train_set, test_set = source.image_set("train"), source.image_set(opts.split)
             rng = np.random.default_rng(opts.seed)
             tr = rng.permutation(len(train_set))[:10000]
             te = rng.permutation(len(test_set))[:10000]
@@ -352,7 +343,7 @@ def summarize(result) -> dict:
         leak = result["style_leakage"]
         # A beta-VAE's frames are independent images: its probe is per frame (a sequence's
         # 8 codes of one class would reveal the class by their number alone).
-        s["probe_z"] = leak["z_frame"] if result.get("model") == "beta_vae" else leak["z_sequence"]
+        s["probe_z"] = leak["z_frame"] if result.get("independent_frames") else leak["z_sequence"]
         s["probe_chance"] = leak["chance"]
         if "f" in leak:
             s["probe_f"] = leak["f"]

@@ -3,13 +3,14 @@
 Everything here reads a trained model through its public building blocks and adds nothing to
 the model classes:
 
-* VRNN and Disentangled VRNN: the proposal is q(f | x) prod_t q(z_t | x_t, h_{t-1}), sampled
-  along the path (h_t = GRU([phi_x(x_t), phi_z(z_t), (phi_f(f))], h_{t-1})), and the log weight
-  of a sample of a whole sequence is
+* Each model defines its proposal (`posterior_terms`, described by `iwae_proposal`): e.g.
+  the Disentangled VRNN's q(f | x) prod_t q(z_t | x_t, h_{t-1}), sampled along the path
+  (h_t = GRU([phi_x(x_t), phi_z(z_t), (phi_f(f))], h_{t-1})), with the log weight of a sample
+  of a whole sequence
       log p(x | f, z) + log p(f) + sum_t log p(z_t | h_{t-1}) - log q(f | x) - sum_t log q(z_t | .).
   f and z are drawn jointly, K samples per sequence; one weight per sequence.
-* beta-VAE: frames are independent images, so each frame gets its own K samples and its own
-  bound; a sequence's bound is the sum over its frames.
+* A model of independent frames (the beta-VAE) gives each frame its own K samples and its
+  own bound; a sequence's bound is the sum over its frames.
 
 Bounds are in nats per image (a sequence's value divided by T) and in bits per dimension.
 `iwae_bound` loops over chunks of the K samples with a running log-sum-exp, so K = 1000 needs
@@ -22,40 +23,17 @@ import math
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
-
-tfd = tfp.distributions
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[u | x]) > 0.01
 ACTIVE_UNIT_KL_THRESHOLD = 0.01  # nats per unit (per step for z), the KL-based count
-_RECURRENT = "q(f|x) prod_t q(z_t|x_t,h_{t-1}), joint per sequence"
-_PROPOSALS = {"beta_vae": "q(z|x) per frame", "vrnn": "prod_t q(z_t|x_t,h_{t-1}) per sequence",
-              "full": _RECURRENT, "factorized": _RECURRENT,
-              "disentangled": "q(f|x) prod_t q(z_t|x_t,f), joint per sequence"}
 
 
-def model_kind(model) -> str:
-    """"beta_vae", "vrnn", "full" or "factorized" (raises ValueError for anything else)."""
-    from dvrnn_tf.models import VRNN, BetaVAE, ContentStyleVAE, DisentangledVRNN
-
-    if isinstance(model, ContentStyleVAE):
-        return "disentangled"
-    if isinstance(model, BetaVAE):
-        return "beta_vae"
-    if isinstance(model, DisentangledVRNN):
-        return model.variant
-    if isinstance(model, VRNN):
-        return "vrnn"
-    raise ValueError(f"no likelihood bound is defined for a {type(model).__name__}; expected a "
-                     "VRNN, DisentangledVRNN, ContentStyleVAE or BetaVAE")
-
-
-def _std_normal_log_prob(u):
-    return tf.reduce_sum(-0.5 * tf.square(u) - 0.5 * math.log(2 * math.pi), axis=-1)
-
-
-def _normal_log_prob(u, loc, scale):
-    return tf.reduce_sum(tfd.Normal(loc, scale).log_prob(u), axis=-1)
+def check_measurable(model) -> None:
+    """ValueError unless `model` defines its proposal (`posterior_terms`, `iwae_proposal`)."""
+    if not (callable(getattr(model, "posterior_terms", None))
+            and getattr(model, "iwae_proposal", None)):
+        raise ValueError(f"no likelihood bound is defined for a {type(model).__name__}: it "
+                         "has no `posterior_terms` / `iwae_proposal`")
 
 
 def forward_terms(model, x, eps_z, eps_f=None):
@@ -63,66 +41,17 @@ def forward_terms(model, x, eps_z, eps_f=None):
 
     x: [N, T, H, W, C] (already tiled to N = samples * batch rows if needed);
     eps_z: [N, T, z_dim] standard-normal noise (zeros: the posterior-mean path);
-    eps_f: [N, f_dim] for the Disentangled VRNN (zeros: f's posterior mean).
-    Returns a dict of float32 tensors; "units" axis U is 1 for the sequence models (one weight
-    per sequence) and T for the beta-VAE (one per frame):
+    eps_f: [N, f_dim] for models with a content code f (zeros: f's posterior mean).
+    Returns the model's `posterior_terms`: a dict of float32 tensors; the "units" axis U is
+    1 for the sequence models (one weight per sequence) and T for models of independent
+    frames (one per frame):
       log_px, log_pz, log_qz, log_pf, log_qf: [N, U]   (f terms are zeros without f)
       kl_z: [N, T] analytic KL(q(z_t) || p(z_t | .)) on the sampled path;  kl_f: [N]
       kl_z_dims: [N, T, z_dim];  kl_f_dims: [N, f_dim] (zero-width without f)
       z_loc: [N, T, z_dim];  f_loc, f_sample: [N, f_dim];  z_sample: [N, T, z_dim]
     """
-    kind = model_kind(model)
-    if kind == "disentangled":  # its own proposal q(f | x) prod_t q(z_t | x_t, f)
-        return model.posterior_terms(x, eps_z, eps_f)
-    x_flat = tf.cast(model.flatten_frames(x), tf.float32)
-    n, t = tf.shape(x_flat)[0], x_flat.shape[1]
-    dt = model.compute_dtype
-    if kind == "beta_vae":
-        loc, scale = model.posterior_params(tf.cast(x_flat, dt))
-        z = loc + scale * tf.cast(eps_z, dt)
-        log_px = model.likelihood.distribution(
-            tf.cast(model.decoder_params(z), tf.float32)).log_prob(x_flat)
-        loc, scale, z = (tf.cast(v, tf.float32) for v in (loc, scale, z))
-        kl_dims = tfd.Normal(loc, scale).kl_divergence(tfd.Normal(0.0, 1.0))
-        zeros = tf.zeros_like(log_px)
-        return {"log_px": log_px, "log_pz": _std_normal_log_prob(z),
-                "log_qz": _normal_log_prob(z, loc, scale), "log_pf": zeros, "log_qf": zeros,
-                "kl_z": tf.reduce_sum(kl_dims, -1), "kl_f": tf.zeros([n]),
-                "kl_z_dims": kl_dims, "kl_f_dims": tf.zeros([n, 0]),
-                "z_loc": loc, "z_sample": z, "f_loc": tf.zeros([n, 0]),
-                "f_sample": tf.zeros([n, 0])}
-    feats = model.phi_x(tf.cast(x_flat, dt))
-    out = {}
-    if kind in ("full", "factorized"):
-        q_f = model.content_distribution(feats)
-        f_loc, f_scale = q_f.distribution.loc, q_f.distribution.scale
-        f = f_loc + f_scale * tf.cast(eps_f, f_loc.dtype)
-        phi_f = model.phi_f(f)
-        style = model.infer_style(feats, tf.cast(eps_z, dt), cond=phi_f)
-        phi_f_steps = tf.repeat(phi_f[:, None, :], t, axis=1)
-        params = model.decoder_params(style["phi_z"], style["h_prev"], phi_f_steps)
-        f_loc, f_scale, f = (tf.cast(v, tf.float32) for v in (f_loc, f_scale, f))
-        kl_f_dims = tfd.Normal(f_loc, f_scale).kl_divergence(tfd.Normal(0.0, 1.0))
-        out.update(log_pf=_std_normal_log_prob(f)[:, None],
-                   log_qf=_normal_log_prob(f, f_loc, f_scale)[:, None],
-                   kl_f=tf.reduce_sum(kl_f_dims, -1), kl_f_dims=kl_f_dims, f_loc=f_loc,
-                   f_sample=f)
-    else:
-        style = model.infer_style(feats, tf.cast(eps_z, dt))
-        params = model.decoder_params(style["phi_z"], style["h_prev"])
-        out.update(log_pf=tf.zeros([n, 1]), log_qf=tf.zeros([n, 1]), kl_f=tf.zeros([n]),
-                   kl_f_dims=tf.zeros([n, 0]), f_loc=tf.zeros([n, 0]), f_sample=tf.zeros([n, 0]))
-    prior = model.prior_distribution(style["h_prev"]).distribution  # tfd.Normal [N, T, z]
-    p_loc, p_scale = tf.cast(prior.loc, tf.float32), tf.cast(prior.scale, tf.float32)
-    loc, scale, z = (tf.cast(style[k], tf.float32) for k in ("loc", "scale", "z"))
-    log_px = model.likelihood.distribution(tf.cast(params, tf.float32)).log_prob(x_flat)
-    kl_dims = tfd.Normal(loc, scale).kl_divergence(tfd.Normal(p_loc, p_scale))
-    out.update(
-        log_px=tf.reduce_sum(log_px, -1, keepdims=True),
-        log_pz=tf.reduce_sum(_normal_log_prob(z, p_loc, p_scale), -1, keepdims=True),
-        log_qz=tf.reduce_sum(_normal_log_prob(z, loc, scale), -1, keepdims=True),
-        kl_z=tf.reduce_sum(kl_dims, -1), kl_z_dims=kl_dims, z_loc=loc, z_sample=z)
-    return out
+    check_measurable(model)
+    return model.posterior_terms(x, eps_z, eps_f)
 
 
 def log_weights(terms):
@@ -139,8 +68,8 @@ def _noise(model, shape_z, shape_f, key):
 
 
 def _f_dim(model):
-    return int(getattr(model, "f_dim", 0)) if model_kind(model) in ("full", "factorized",
-                                                                    "disentangled") else 0
+    """Size of the content code f (0 for a model without one)."""
+    return int(getattr(model, "f_dim", 0))
 
 
 class _Bounds:
@@ -289,7 +218,7 @@ def likelihood_report(model, batches, *, num_samples: int = 1000, chunk_size: in
         report["iwae"] = {"nats_per_image": mean, "sem": sem,
                           "bits_per_dim": mean / (d * math.log(2)), "k": int(num_samples),
                           "chunk_size": int(chunk_size),
-                          "proposal": _PROPOSALS[model_kind(model)]}
+                          "proposal": model.iwae_proposal}
     report["active_units"] = active_units(cat(z_loc), cat(f_loc), cat(kl_z_dims), cat(kl_f_dims))
     if not model.likelihood.binarize:
         report["warning"] = (f"likelihood {model.likelihood.name!r} on grey levels: these "

@@ -22,7 +22,9 @@ def _fmt(v, digits=3):
 
 def _text_lines(result):
     s = result.get("summary", {})
-    lines = [f"{result['model']} on {result['dataset']} ({result['layout']}, "
+    settings = ", ".join(f"{k}={v}" for k, v in result.get("data_settings", {}).items()
+                         if k not in ("data_dir", "manual_dir"))
+    lines = [f"{result['model']} on {result['dataset']} ({settings + ', ' if settings else ''}"
              f"{result['observation_model']}), split={result['split']}, data seed "
              f"{result['data_seed']}, eval seed {result['eval_seed']}",
              f"run: {result['run_dir']}"]
@@ -79,7 +81,7 @@ def write_report(model, result, x, y, extras, path, seed=0):
     ax.axis("off")
     ax.text(0.0, 1.0, "\n".join(_text_lines(result)), va="top", ha="left", family="monospace",
             fontsize=9, wrap=True)
-    images_ok = result["layout"] == "sequences"
+    images_ok = model.image_shape[0] > 1  # not one row of an image (layout=rows)
     n = min(6, len(x))
     with seeded(model, seed):
         recon = figures.sample_and_reconstruction_grid(model, x[:n], n=n)
@@ -96,7 +98,7 @@ def write_report(model, result, x, y, extras, path, seed=0):
         else:
             _show_grid(fig.add_subplot(grid[1:3, 1]), recon,
                        "data / reconstruction pairs, then prior samples")
-            if result["model"] == "beta_vae":
+            if getattr(model, "independent_frames", False):  # a latent space of images
                 _latent_scatter(fig.add_subplot(grid[1:3, 0]), model, x, y)
     _kl_bars(fig.add_subplot(grid[2, 2]), result)
     _probe_bars(fig.add_subplot(grid[3, 0]), result)
@@ -110,7 +112,7 @@ def write_report(model, result, x, y, extras, path, seed=0):
     else:
         ax = fig.add_subplot(grid[4, :])
         ax.axis("off")
-        ax.text(0.5, 0.5, "no morphometrics (style preservation applies to full, factorized and disentangled)",
+        ax.text(0.5, 0.5, "no morphometrics (style preservation was not measured on this run)",
                 ha="center", va="center", fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -1,18 +1,15 @@
-"""Models, one module per family. `MODELS` maps each `--model` flag value to its class."""
+"""Models: the shared base class and recurrences, and one module per family in `families/`.
+
+`dvrnn_tf.models.registry` says which `--model` names exist and builds them; importing this
+package registers every family (and the Keras classes `keras.models.load_model` needs).
+"""
 from dvrnn_tf.models.base import LatentVariableModel
-from dvrnn_tf.models.beta_vae import BetaVAE
-from dvrnn_tf.models.content_style import ContentStyleVAE
-from dvrnn_tf.models.cvae import CVAE
-from dvrnn_tf.models.disentangled import DisentangledVRNN
-from dvrnn_tf.models.vrnn import VRNN
+from dvrnn_tf.models.families.beta_vae import BetaVAE
+from dvrnn_tf.models.families.content_style import ContentStyleVAE
+from dvrnn_tf.models.families.cvae import CVAE
+from dvrnn_tf.models.families.disentangled_vrnn import DisentangledVRNN
+from dvrnn_tf.models.families.vrnn import VRNN
+from dvrnn_tf.models.registry import build_model, family_of, get_family, model_names
 
-MODELS = {
-    "vrnn": VRNN,
-    "full": DisentangledVRNN,
-    "factorized": DisentangledVRNN,
-    "disentangled": ContentStyleVAE,
-    "beta_vae": BetaVAE,
-    "cvae": CVAE,
-}
-
-__all__ = ["MODELS", "BetaVAE", "CVAE", "ContentStyleVAE", "DisentangledVRNN", "LatentVariableModel", "VRNN"]
+__all__ = ["BetaVAE", "CVAE", "ContentStyleVAE", "DisentangledVRNN", "LatentVariableModel",
+           "VRNN", "build_model", "family_of", "get_family", "model_names"]

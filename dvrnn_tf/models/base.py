@@ -253,3 +253,12 @@ def check_positive(**sizes):
     for name, value in sizes.items():
         if int(value) <= 0:
             raise ValueError(f"`{name}` must be a positive integer, got {value}")
+
+
+def no_content_terms(n):
+    """The content entries of `posterior_terms` for a model without a content code f:
+    zero log densities and KL, zero-width codes, for n rows."""
+    zeros = tf.zeros([n, 1])
+    empty = tf.zeros([n, 0])
+    return {"log_pf": zeros, "log_qf": zeros, "kl_f": tf.zeros([n]), "kl_f_dims": empty,
+            "f_loc": empty, "f_sample": empty}

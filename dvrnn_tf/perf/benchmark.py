@@ -13,7 +13,13 @@ CONFIGS = {
     "large": dict(hidden_dim=512, rnn_dim=512, f_dim=20, z_dim=32, seq_len=8, batch_size=256),
 }
 IMAGE_SHAPE = (28, 28, 1)
-MODELS = ("vrnn", "full", "factorized", "disentangled", "beta_vae")
+
+
+def benchmarked_models() -> tuple:
+    """Every `--model` whose family declares its step's cost (`step_costs`)."""
+    from dvrnn_tf.models import registry
+    return tuple(n for n in registry.model_names()
+                 if callable(getattr(registry.get_family(n).model_class, "step_costs", None)))
 
 
 def machine_info():
@@ -40,14 +46,15 @@ def machine_info():
 def build(model_name, sizes, jit_compile, steps_per_execution=1):
     import keras
 
-    from dvrnn_tf.training import TrainConfig
+    from dvrnn_tf.data import DataSpec
+    from dvrnn_tf.training import TrainConfig, settings_for
     from dvrnn_tf.training.factory import build_model
     from dvrnn_tf.training.optimizers import FusedAdam
 
+    taken = settings_for(model_name)
     config = TrainConfig(model=model_name, likelihood="bernoulli",
-                         **{k: v for k, v in sizes.items() if k != "batch_size"},
-                         batch_size=sizes["batch_size"])
-    model = build_model(config, IMAGE_SHAPE, sizes["seq_len"], num_classes=10)
+                         **{k: v for k, v in sizes.items() if k in taken})
+    model = build_model(config, DataSpec(IMAGE_SHAPE, sizes["seq_len"]))
     model.compile(optimizer=FusedAdam(config.learning_rate),
                   jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     return model

@@ -1,124 +1,22 @@
-"""The matrix multiplies of one training step, counted analytically from a model's sizes.
+"""FLOPs of one training step: what the models declare (`step_costs`), and a check of it.
 
-Each `Dense` (and each GRU projection) of the forward pass is a matmul [m, k] @ [k, n]; the
-backward pass adds two of the same size: dW = x^T dy ([k, m] @ [m, n]) and dx = dy W^T
-([m, n] @ [n, k]), the latter left out where x is data (no gradient flows into the images)
-or a constant (the GRUs' zero initial state). So a step is about 3x its forward FLOPs.
-
-The list follows what the models run (`VRNNCell.run_sequence`, `gru_last_state`): e.g. the
-posterior MLP's and the GRU's projections of phi_x are one matmul over all B*T rows outside
-the recurrence, and h_{t-1} meets both recurrent weights in one matmul per step. Elementwise
-work, reductions and the optimizer are not counted (they are O(size), not O(size * width)).
+A model lists the matmuls of its own step (`dvrnn_tf.layers.costs`: each forward matmul with
+the two of its gradient); this module sums them and, as a check, counts the matmuls of a traced
+graph of the same step.
 """
 from __future__ import annotations
 
 import collections
-import dataclasses
+
+from dvrnn_tf.layers.costs import MatMul, with_backward  # noqa: F401  # re-exported
 
 
-@dataclasses.dataclass(frozen=True)
-class MatMul:
-    """`count` products [m, k] @ [k, n] (transposes as in `tf.linalg.matmul`)."""
-
-    name: str
-    m: int
-    k: int
-    n: int
-    count: int = 1
-    transpose_a: bool = False
-    transpose_b: bool = False
-    pass_: str = "forward"  # forward, grad_weights or grad_inputs
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.m * self.k * self.n * self.count
-
-    @property
-    def shape(self) -> tuple:
-        """What `roofline` times: (m, k, n, transpose_a, transpose_b)."""
-        return (self.m, self.k, self.n, self.transpose_a, self.transpose_b)
-
-
-def _with_backward(name, m, k, n, count=1, input_grad=True):
-    out = [MatMul(name, m, k, n, count),
-           MatMul(name, k, m, n, count, transpose_a=True, pass_="grad_weights")]
-    if input_grad:
-        out.append(MatMul(name, m, n, k, count, transpose_b=True, pass_="grad_inputs"))
-    return out
-
-
-def _recurrent(name, b, k, n, steps):
-    """A per-step matmul of the state h_{t-1}, skipped at t = 0 (h_0 = 0)."""
-    return _with_backward(name, b, k, n, count=steps - 1)
-
-
-def step_matmuls(model, batch_size: int) -> list[MatMul]:
+def step_matmuls(model, batch_size: int) -> list:
     """Every matmul of one train step of `model` on `batch_size` sequences of model.seq_len."""
-    from dvrnn_tf.models import VRNN, BetaVAE, ContentStyleVAE, DisentangledVRNN
-
-    b, t = int(batch_size), model.seq_len
-    rows = b * t
-    d = model.x_dim
-    out_width = d * model.likelihood.params_per_pixel
-    h, z = model.hidden_dim, model.z_dim
-    mm = []
-    if isinstance(model, BetaVAE):
-        mm += _with_backward("encoder_net.dense0", rows, d, h, input_grad=False)
-        mm += _with_backward("encoder_net.dense1", rows, h, h)
-        mm += _with_backward("posterior loc|scale", rows, h, 2 * z)
-        mm += _with_backward("decoder_net.dense0", rows, z, h)
-        mm += _with_backward("decoder_net.dense1", rows, h, h)
-        mm += _with_backward("decoder_out", rows, h, out_width)
-        return mm
-    if isinstance(model, ContentStyleVAE):
-        f = model.f_dim
-        style_in = 2 * h if model.style_sees_content else h
-        mm += _with_backward("phi_x.dense0", rows, d, h, input_grad=False)
-        mm += _with_backward("phi_x.dense1", rows, h, h)
-        # Content: the mean of the frames' features, one row per sequence.
-        mm += _with_backward("content_net.dense0", b, h, h)
-        mm += _with_backward("content loc|scale", b, h, 2 * f)
-        mm += _with_backward("phi_f", b, f, h)
-        # Style per frame from [phi_x(x_t), phi_f(f)]; decoder from [phi_z(z_t), phi_f(f)].
-        mm += _with_backward("style_net.dense0", rows, style_in, h)
-        mm += _with_backward("style loc|scale", rows, h, 2 * z)
-        mm += _with_backward("phi_z", rows, z, h)
-        mm += _with_backward("decoder_net.dense0", rows, 2 * h, h)
-        mm += _with_backward("decoder_net.dense1", rows, h, h)
-        mm += _with_backward("decoder_out", rows, h, out_width)
-        return mm
-    if not isinstance(model, (VRNN, DisentangledVRNN)):
-        raise TypeError(f"no FLOP model for {type(model).__name__}")
-    r = model.rnn_dim
-    disentangled = isinstance(model, DisentangledVRNN)
-    full = disentangled and model.variant == "full"
-    mm += _with_backward("phi_x.dense0", rows, d, h, input_grad=False)
-    mm += _with_backward("phi_x.dense1", rows, h, h)
-    # The style recurrence (VRNNCell.run_sequence).
-    mm += _with_backward("style: phi_x @ [posterior | gru input]", rows, h, h + 3 * r)
-    if full:
-        mm += _with_backward("style: phi_f @ gru input", b, h, 3 * r)
-    mm += _recurrent("style: h @ [posterior | gru recurrent]", b, r, h + 3 * r, t)
-    mm += _with_backward("style: posterior_net.dense1", b, h, h, count=t)
-    mm += _with_backward("style: posterior loc|scale", b, h, 2 * z, count=t)
-    mm += _with_backward("style: phi_z", b, z, h, count=t)
-    # The last step's transition is skipped: h_T feeds nothing.
-    mm += _with_backward("style: phi_z @ gru input", b, h, 3 * r, count=t - 1)
-    mm += _with_backward("prior_net.dense0", rows, r, h)
-    mm += _with_backward("prior loc|scale", rows, h, 2 * z)
-    # [phi_z, h_{t-1}] per step; the Disentangled VRNN's phi_f(f) once per sequence.
-    mm += _with_backward("decoder_net.dense0", rows, h + r, h)
-    if disentangled:
-        mm += _with_backward("decoder_net.dense0 (phi_f)", b, h, h)
-    mm += _with_backward("decoder_net.dense1", rows, h, h)
-    mm += _with_backward("decoder_out", rows, h, out_width)
-    if disentangled:
-        f = model.f_dim
-        mm += _with_backward("content: phi_x @ gru input", rows, h, 3 * r)
-        mm += _recurrent("content: h @ gru recurrent", b, r, 3 * r, t)
-        mm += _with_backward("content loc|scale", b, r, 2 * f)
-        mm += _with_backward("phi_f", b, f, h)
-    return mm
+    step_costs = getattr(model, "step_costs", None)
+    if not callable(step_costs):
+        raise TypeError(f"no FLOP model for {type(model).__name__}: it has no `step_costs`")
+    return step_costs(batch_size)
 
 
 def total_flops(matmuls) -> int:

@@ -1,8 +1,8 @@
 """The training library behind `python -m dvrnn_tf.train` (which only parses flags)."""
-from dvrnn_tf.training.config import MODEL_NAMES, TrainConfig, validate
+from dvrnn_tf.training.config import TrainConfig, settings_for, validate
 from dvrnn_tf.training.run_dir import RunDir, RunDirError, write_json_atomic
 
-__all__ = ["MODEL_NAMES", "RunDir", "RunDirError", "TrainConfig", "train", "validate",
+__all__ = ["RunDir", "RunDirError", "TrainConfig", "settings_for", "train", "validate",
            "write_json_atomic"]
 
 

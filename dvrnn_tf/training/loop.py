@@ -8,7 +8,8 @@ import numpy as np
 import tensorflow as tf
 
 from dvrnn_tf import faults
-from dvrnn_tf.data import SequenceSampler, load_split
+from dvrnn_tf.data import DataSpec, open_source
+from dvrnn_tf.models.registry import get_family
 from dvrnn_tf.objectives import get_likelihood
 from dvrnn_tf.training import distribute
 from dvrnn_tf.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint,
@@ -22,21 +23,19 @@ from dvrnn_tf.training.run_dir import RunDir, write_json_atomic
 FIGURE_BATCH = 8
 
 
-def make_samplers(config):
-    """(train sampler, held-out sampler): train sequences from the train split, held-out from test."""
-    load = dict(data_dir=config.data_dir or None, manual_dir=config.manual_dir or None)
-    binarize = "dynamic" if get_likelihood(config.likelihood).binarize else "none"
-    seq_len = config.seq_len if config.layout == "sequences" else None
-    samplers = []
-    for split in ("train", "test"):
-        image_set = load_split(config.dataset, split, **load)
-        if config.layout == "rows" and config.seq_len not in (8, image_set.image_shape[0]):
-            raise ValueError(
-                f"--seq_len={config.seq_len} contradicts --layout=rows: the time steps are the "
-                f"image's {image_set.image_shape[0]} rows (leave --seq_len out or set it to that)")
-        samplers.append(SequenceSampler(image_set, seq_len=seq_len, layout=config.layout,
-                                        binarize=binarize, seed=config.seed))
-    return tuple(samplers)
+def open_data(config):
+    """The run's sequence source: its data binarized when the model's likelihood says so."""
+    likelihood = get_likelihood(config.model_settings.get("likelihood", "bernoulli"))
+    return open_source(config.dataset, config.data_settings, seed=config.seed,
+                       binarize=likelihood.binarize)
+
+
+def make_samplers(config, held_out="validation"):
+    """(train split, held-out split) of the run's source: the model trains on train and is
+    validated (val_ curves, metrics.json) on validation; test is for reported numbers
+    (`dvrnn_tf.evaluate`)."""
+    source = open_data(config)
+    return source.split("train"), source.split(held_out)
 
 
 def _jit(config):
@@ -91,8 +90,7 @@ def train(config, callbacks=(), verbose="auto", started=None):
     with distribute.task_run_dir(config, strategy, run) as run, run.claim(config):
         with watch("setup"):
             with strategy.scope():
-                model = build_model(config, train_sampler.image_shape, train_sampler.seq_len,
-                                    num_classes=train_sampler.num_classes)
+                model = build_model(config, data_spec(train_sampler))
                 model.compile(optimizer=FusedAdam(config.learning_rate),
                               jit_compile=_jit(config),
                               steps_per_execution=config.steps_per_execution)
@@ -117,12 +115,12 @@ def train(config, callbacks=(), verbose="auto", started=None):
         if config.figures:
             with watch("figures"):
                 payload["figures"] = _write_figures(model, figure_x, run)
-                if config.model == "beta_vae":
-                    latent = _latent_analysis(model, train_sampler, eval_sampler, run,
-                                              config.seed)
-                    payload["latent_space"] = latent
-                    payload["figures"].update(latent_scatter=latent["scatter_png"],
-                                              nearest_latents=latent["nearest_latents_png"])
+                analyses = get_family(config.model).analyses
+                extra = analyses and analyses(model, train_sampler, eval_sampler,
+                                              str(run.figures), config.seed)
+                if extra:
+                    payload["figures"].update(extra.pop("figures", {}))
+                    payload.update(extra)
         if config.export:
             from dvrnn_tf.export import export_saved_model
             with watch("export"):
@@ -132,13 +130,19 @@ def train(config, callbacks=(), verbose="auto", started=None):
     return payload
 
 
+def data_spec(split):
+    """The `DataSpec` a model is built for, from a split of its source."""
+    return DataSpec(split.image_shape, split.seq_len, tuple(split.factors))
+
+
 def _metrics_payload(config, model, held_out, eval_sampler, train_seconds):
     terms = {k: float(v) for k, v in held_out.items()}
     kls = [v for k, v in terms.items() if k.startswith("kl_")]
     neg_elbo = terms["nll"] + sum(kls)
     return {
-        "model": config.model, "dataset": config.dataset, "layout": config.layout,
-        "likelihood": config.likelihood, "seed": config.seed, "split": "test",
+        "model": config.model, "dataset": config.dataset, "likelihood": model.likelihood.name,
+        "data_settings": dict(config.data_settings), "seed": config.seed,
+        "split": "validation",
         "num_sequences": eval_sampler.num_sequences, "seq_len": model.seq_len,
         "per_image_nats": terms,
         # -ELBO whatever the betas: the bound itself, comparable across models.
@@ -159,14 +163,6 @@ def _write_figures(model, figure_x, run):
     if figures.has_disentanglement(model):
         paths.update(figures.disentanglement_figures(model, figure_x, str(run.figures)))
     return paths
-
-
-def _latent_analysis(model, train_sampler, eval_sampler, run, seed):
-    """The beta-VAE's section 4.1 analysis: kNN accuracy, latent scatter, nearest decodes."""
-    from dvrnn_tf.analysis import analyze
-
-    return analyze(model, train_sampler.image_set, eval_sampler.image_set, str(run.figures),
-                   seed=seed)
 
 
 def _abspath(path):

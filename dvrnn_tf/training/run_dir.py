@@ -42,12 +42,11 @@ def write_text_atomic(path, text: str) -> None:
 def config_to_flagfile(config) -> str:
     """--name=value lines that reproduce `config` with `python -m dvrnn_tf.train --flagfile=`."""
     lines = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
+    for name, value in config.to_dict().items():
         if isinstance(value, bool):
-            lines.append(f"--{f.name}" if value else f"--no{f.name}")
+            lines.append(f"--{name}" if value else f"--no{name}")
         else:
-            lines.append(f"--{f.name}={value}")
+            lines.append(f"--{name}={value}")
     return "\n".join(lines) + "\n"
 
 
@@ -90,7 +89,7 @@ class RunDir:
             self._check_or_reset(config)
             for d in (self.backup, self.checkpoints, self.logs, self.figures):
                 d.mkdir(exist_ok=True)
-            write_json_atomic(self.config, dataclasses.asdict(config))
+            write_json_atomic(self.config, config.to_dict())
             write_text_atomic(self.flags, config_to_flagfile(config))
             yield self
         finally:

@@ -23,15 +23,22 @@ mu_p(y, z); `decode_transformed(z, y)` is mu'_p(y, z) = mu_p(y, T_y(z)), the gen
 encoder's code space defines. T_y is orthogonal, so T_y(z) ~ N(0, I) when z ~ N(0, I) and
 the ELBO of the composite model is that of an ordinary CVAE.
 """
+import re
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from dvrnn_tf.layers import SplitDense, diag_gaussian
 from dvrnn_tf.layers.distributions import MIN_SCALE
+from dvrnn_tf.models import settings as ms
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
+from dvrnn_tf.models.registry import ModelFamily, register
+from dvrnn_tf.settings import Setting
 
 TRANSFORMS = ("none", "rotation", "reflection")
+# The factor label a source must have for this model: its y.
+CLASS_FACTOR = "class"
 
 
 def parse_split(spec, num_layers, what="split"):
@@ -219,7 +226,10 @@ class CVAE(LatentVariableModel):
         if not isinstance(data, (tuple, list)) or len(data) < 2:
             raise ValueError("the CVAE trains on labelled batches (x, y): x [B, T, H, W, C] and "
                              "y [B], the class of each sequence")
-        return self.compute_terms(data[0], training=training, y=data[1])
+        y = data[1]
+        if isinstance(y, dict):  # a sequence source's labels: {factor: [B]}
+            y = y[CLASS_FACTOR]
+        return self.compute_terms(data[0], training=training, y=y)
 
     def compute_terms(self, x, training=False, y=None):
         if y is None:
@@ -347,3 +357,39 @@ class CVAE(LatentVariableModel):
                 "split_decoder": list(self.split_decoder), "mask_label": self.mask_label,
                 "label_every_layer": self.label_every_layer,
                 "label_transform": self.label_transform, "transform_seed": self.transform_seed}
+
+
+# ---- the family ---------------------------------------------------------------------------
+
+SPLIT_ENCODER = Setting("split_encoder", "", "Encoder layers split into one copy per class: "
+                        "`all`, `none`/empty, or indices `0,1` (0 = first; 3 = the Gaussian "
+                        "head).")
+SPLIT_DECODER = Setting("split_decoder", "", "Decoder layers split into one copy per class: "
+                        "`all`, `none`/empty, or indices `0,1` (0 = the layer reading (y, z)).")
+
+
+def _check(name, values, data):
+    for setting in (SPLIT_ENCODER, SPLIT_DECODER):
+        value = values[setting.name]
+        if not re.fullmatch(r"\s*(|none|all|-?\d+(\s*,\s*-?\d+)*)\s*", value.lower()):
+            raise ValueError(f"--{setting.name}={value!r} is not allowed; use `all`, `none` or "
+                             "comma-separated layer indices such as 0,1")
+    if data is not None and data.factor(CLASS_FACTOR) is None:
+        raise ValueError(f"--model={name} needs data with a {CLASS_FACTOR!r} label; this data "
+                         f"has {', '.join(data.factor_names) or 'no labels'}")
+
+
+def _build(name, values, data, *, seed, clip_norm):
+    return CVAE(data.image_shape, num_classes=data.factor(CLASS_FACTOR).num_classes,
+                seq_len=data.seq_len, hidden_dim=values.hidden_dim, z_dim=values.z_dim,
+                split_encoder=values.split_encoder, split_decoder=values.split_decoder,
+                beta_z=ms.kl_weight(values, "z"), likelihood=values.likelihood,
+                clip_norm=clip_norm, seed=seed)
+
+
+FAMILY = register(ModelFamily(
+    names=("cvae",), model_class=CVAE,
+    settings=(ms.LIKELIHOOD, ms.HIDDEN_DIM, ms.Z_DIM, *ms.KL_Z_SETTINGS, SPLIT_ENCODER,
+              SPLIT_DECODER),
+    build=_build, check=_check, metrics=(),
+    summary="the second paper's conditional VAE p(x | y, z), with split layers"))

@@ -1,4 +1,5 @@
-"""A sequence VAE whose content and style codes cannot leak into each other (`--model=disentangled`).
+"""A sequence VAE whose content and style codes cannot leak into each other
+(`--model=content_style`; `--model=disentangled` is its former name).
 
 Why not the Disentangled VRNN: its decoder reads the recurrent state h_{t-1}, which has seen
 every earlier frame, so content reaches the decoder without f and style without z; one of the
@@ -26,8 +27,11 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from dvrnn_tf.layers import GaussianHead, diag_gaussian, kl_diag_gaussians, mlp, on_rows
+from dvrnn_tf.layers import GaussianHead, costs, diag_gaussian, kl_diag_gaussians, mlp, on_rows
+from dvrnn_tf.models import settings as ms
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
+from dvrnn_tf.models.registry import ModelFamily, register
+from dvrnn_tf.settings import Setting
 from dvrnn_tf.models.generation import ContentStyleGeneration
 
 tfd = tfp.distributions
@@ -152,6 +156,8 @@ class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
             terms = {**terms, "kl_z": tf.maximum(terms["kl_z"], self.kl_z_free_bits)}
         return super().total_loss(terms, step)
 
+    iwae_proposal = "q(f|x) prod_t q(z_t|x_t,f), joint per sequence"
+
     def posterior_terms(self, x, eps_z, eps_f):
         """What `dvrnn_tf.metrics.likelihood.forward_terms` needs (see there): one sample of
         q(f | x) q(z | x, f) per row, its log densities and the analytic KLs."""
@@ -210,3 +216,49 @@ class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "f_dim": self.f_dim,
                 "z_dim": self.z_dim, "kl_z_free_bits": self.kl_z_free_bits,
                 "style_sees_content": self.style_sees_content}
+
+    def step_costs(self, batch_size):
+        """Every matmul of one training step on `batch_size` sequences (`layers.costs`)."""
+        b, h, f, z = int(batch_size), self.hidden_dim, self.f_dim, self.z_dim
+        rows = b * self.seq_len
+        style_in = 2 * h if self.style_sees_content else h
+        mm = costs.mlp_costs("phi_x", rows, [self.x_dim, h, h], input_grad=False)
+        # Content: the mean of the frames' features, one row per sequence.
+        mm += costs.with_backward("content_net.dense0", b, h, h)
+        mm += costs.with_backward("content loc|scale", b, h, 2 * f)
+        mm += costs.with_backward("phi_f", b, f, h)
+        # Style per frame from [phi_x(x_t), phi_f(f)]; decoder from [phi_z(z_t), phi_f(f)].
+        mm += costs.with_backward("style_net.dense0", rows, style_in, h)
+        mm += costs.with_backward("style loc|scale", rows, h, 2 * z)
+        mm += costs.with_backward("phi_z", rows, z, h)
+        mm += costs.mlp_costs("decoder_net", rows, [2 * h, h, h])
+        mm += costs.with_backward("decoder_out", rows, h,
+                                  self.x_dim * self.likelihood.params_per_pixel)
+        return mm
+
+
+KL_Z_FREE_BITS = Setting("kl_z_free_bits", 0.0, "Nats per frame of KL_z that cost nothing "
+                         "(free bits: keeps the style code from collapsing).", lower=0.0)
+STYLE_SEES_CONTENT = Setting("style_sees_content", True, "The style posterior is "
+                             "q(z_t | x_t, f) (else q(z_t | x_t)).")
+
+
+def _build(name, values, data, *, seed, clip_norm):
+    return ContentStyleVAE(
+        data.image_shape, seq_len=data.seq_len, hidden_dim=values.hidden_dim,
+        f_dim=values.f_dim, z_dim=values.z_dim, beta_f=ms.kl_weight(values, "f"),
+        beta_z=ms.kl_weight(values, "z"), kl_z_free_bits=values.kl_z_free_bits,
+        style_sees_content=values.style_sees_content, likelihood=values.likelihood,
+        clip_norm=clip_norm, seed=seed)
+
+
+FAMILY = register(ModelFamily(
+    names=("content_style",), aliases={"disentangled": "content_style"},
+    model_class=ContentStyleVAE,
+    settings=(ms.LIKELIHOOD, ms.HIDDEN_DIM, ms.Z_DIM, ms.F_DIM, *ms.KL_Z_SETTINGS,
+              *ms.KL_F_SETTINGS, KL_Z_FREE_BITS, STYLE_SEES_CONTENT),
+    build=_build,
+    metrics=("likelihood", "judge", "swap", "label_preservation", "style_leakage",
+             "style_preservation"),
+    summary="this package's content/style VAE: f from pooled frames, z_t from one frame, a "
+            "decoder that reads only (z_t, f)"))

@@ -1,11 +1,15 @@
-"""The Variational RNN (Chung et al. 2015; DESIGN 2.1)."""
+"""The VRNN's layers and recurrences (Chung et al. 2015; DESIGN 2.1), shared by the VRNN and
+the Disentangled VRNN families."""
 import keras
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from dvrnn_tf.cells import VRNNCell
 from dvrnn_tf.cells.vrnn_cell import dense_rows
-from dvrnn_tf.layers import GaussianHead, kl_diag_gaussians, mlp, on_rows
+from dvrnn_tf.layers import GaussianHead, costs, mlp, on_rows
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
+
+tfd = tfp.distributions
 
 
 def _swap(x):
@@ -140,54 +144,48 @@ class VRNNBase(LatentVariableModel):
         return {**super().get_config(), "hidden_dim": self.hidden_dim,
                 "rnn_dim": self.rnn_dim, "z_dim": self.z_dim}
 
+    # ---- what the metrics and the benchmark read (see `dvrnn_tf.models.registry`) ---------
 
-@keras.saving.register_keras_serializable(package="dvrnn_tf")
-class VRNN(VRNNBase):
-    """VRNN over image sequences.
+    def style_terms(self, style, params, x_flat):
+        """The per-sequence log densities and KLs of the style path and the likelihood.
 
-    Generative model, per step t (h_0 = 0):
-      z_t ~ p(z_t | h_{t-1}) = N(mu_0(h_{t-1}), sigma_0(h_{t-1}))
-      x_t ~ p(x_t | z_t, h_{t-1}), decoded from [phi_z(z_t), h_{t-1}]
-      h_t = GRU([phi_x(x_t), phi_z(z_t)], h_{t-1})
-    Inference: q(z_t | x_t, h_{t-1}) (`VRNNCell`).
-    Loss per image: -log p(x_t | .) + beta_z * KL(q(z_t) || p(z_t)), averaged over t.
-    Arguments: those of `VRNNBase`.
-    """
+        style: `infer_style`'s dict ([N, T, .]); params: the decoder's [N, T, P * D];
+        x_flat: [N, T, D] float32. Returns log_px, log_pz, log_qz [N, 1], kl_z [N, T],
+        kl_z_dims [N, T, z_dim], z_loc, z_sample [N, T, z_dim], all float32.
+        """
+        prior = self.prior_distribution(style["h_prev"]).distribution  # tfd.Normal [N, T, z]
+        p_loc, p_scale = tf.cast(prior.loc, tf.float32), tf.cast(prior.scale, tf.float32)
+        loc, scale, z = (tf.cast(style[k], tf.float32) for k in ("loc", "scale", "z"))
+        log_px = self.likelihood.distribution(tf.cast(params, tf.float32)).log_prob(x_flat)
+        kl_dims = tfd.Normal(loc, scale).kl_divergence(tfd.Normal(p_loc, p_scale))
+        per_sequence = lambda v: tf.reduce_sum(v, [-2, -1])[:, None]  # noqa: E731
+        return dict(
+            log_px=tf.reduce_sum(log_px, -1, keepdims=True),
+            log_pz=per_sequence(tfd.Normal(p_loc, p_scale).log_prob(z)),
+            log_qz=per_sequence(tfd.Normal(loc, scale).log_prob(z)),
+            kl_z=tf.reduce_sum(kl_dims, -1), kl_z_dims=kl_dims, z_loc=loc, z_sample=z)
 
-    def __init__(self, image_shape, **kwargs):
-        super().__init__(image_shape, **kwargs)
-        self.build()
-
-    def compute_terms(self, x, training=False):
-        x_flat = self.flatten_frames(x)
-        eps = self.normal_noise(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0))
-        # Time-major [T, B, .] throughout: every term is a mean over all (b, t), so the
-        # order of the rows does not matter, and the recurrence needs no transposes.
-        x_tm = _swap(x_flat)
-        style = self.infer_style(self.phi_x(x_tm), _swap(eps), time_major=True)
-        prior = self.prior(self.prior_net(style["h_prev"]))  # p(z_t | h_{t-1}): loc, scale
-        kl_z = tf.reduce_mean(kl_diag_gaussians(style["loc"], style["scale"], *prior))
-        params = self.decoder_params(style["phi_z"], style["h_prev"], time_major=True)
-        return {"nll": self.nll_per_image(params, x_tm), "kl_z": kl_z}
-
-    def call(self, x, training=False):
-        """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""
-        return self.reconstruct(self.check_inputs(x))
-
-    def encode(self, x):
-        """Posterior of z_{1:T}: loc, scale and a sample, each [B, T, z_dim]."""
-        x_flat = self.flatten_frames(x)
-        shape = tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0)
-        style = self.infer_style(self.phi_x(x_flat), self.normal_noise(shape))
-        return {"z_loc": style["loc"], "z_scale": style["scale"], "z_sample": style["z"]}
-
-    def reconstruct(self, x):
-        x_flat = self.flatten_frames(x)
-        style = self.infer_style(self.phi_x(x_flat), tf.zeros(
-            tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0), self.compute_dtype))
-        params = self.decoder_params(style["phi_z"], style["h_prev"])
-        return self.unflatten_frames(self.likelihood.mean(params))
-
-    def generate(self, n):
-        """n sequences from the prior: [n, T, H, W, C]."""
-        return self.run_generative(n)
+    def style_costs(self, b):
+        """Matmuls of one step's frame features, style recurrence, prior and decoder output
+        (the content path and the decoder's content input are the subclass's)."""
+        t, h, r, z = self.seq_len, self.hidden_dim, self.rnn_dim, self.z_dim
+        rows = b * t
+        mm = costs.mlp_costs("phi_x", rows, [self.x_dim, h, h], input_grad=False)
+        # The style recurrence (VRNNCell.run_sequence).
+        mm += costs.with_backward("style: phi_x @ [posterior | gru input]", rows, h, h + 3 * r)
+        if self.cell.cond_dim:
+            mm += costs.with_backward("style: phi_f @ gru input", b, h, 3 * r)
+        mm += costs.recurrent("style: h @ [posterior | gru recurrent]", b, r, h + 3 * r, t)
+        mm += costs.with_backward("style: posterior_net.dense1", b, h, h, count=t)
+        mm += costs.with_backward("style: posterior loc|scale", b, h, 2 * z, count=t)
+        mm += costs.with_backward("style: phi_z", b, z, h, count=t)
+        # The last step's transition is skipped: h_T feeds nothing.
+        mm += costs.with_backward("style: phi_z @ gru input", b, h, 3 * r, count=t - 1)
+        mm += costs.with_backward("prior_net.dense0", rows, r, h)
+        mm += costs.with_backward("prior loc|scale", rows, h, 2 * z)
+        # [phi_z, h_{t-1}] per step (a content input, once per sequence, is the subclass's).
+        mm += costs.with_backward("decoder_net.dense0", rows, h + r, h)
+        mm += costs.with_backward("decoder_net.dense1", rows, h, h)
+        mm += costs.with_backward("decoder_out", rows, h,
+                                  self.x_dim * self.likelihood.params_per_pixel)
+        return mm

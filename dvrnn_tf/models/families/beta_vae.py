@@ -1,4 +1,4 @@
-"""The beta-VAE of the first paper's section 4.1 (DESIGN 2.3): MLP encoder and decoder.
+"""The beta-VAE of the first paper's section 4.1 (DESIGN 2.3): `--model=beta_vae`.
 
 It models single images. Fed the same sequence batches as the VRNN models, x [B, T, H, W, C],
 it treats the B*T frames as independent images, so one data pipeline, one `fit` and one
@@ -6,9 +6,14 @@ export path serve every model.
 """
 import keras
 import tensorflow as tf
+import tensorflow_probability as tfp
 
-from dvrnn_tf.layers import GaussianHead, diag_gaussian, kl_diag_gaussians, mlp, on_rows
-from dvrnn_tf.models.base import LatentVariableModel, check_positive
+from dvrnn_tf.layers import GaussianHead, costs, diag_gaussian, kl_diag_gaussians, mlp, on_rows
+from dvrnn_tf.models import settings as ms
+from dvrnn_tf.models.base import LatentVariableModel, check_positive, no_content_terms
+from dvrnn_tf.models.registry import ModelFamily, register
+
+tfd = tfp.distributions
 
 
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
@@ -120,3 +125,65 @@ class BetaVAE(LatentVariableModel):
     def get_config(self):
         # The base class adds image_shape, seq_len, likelihood, clip_norm, seed and beta_z.
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "z_dim": self.z_dim}
+
+    # ---- what the metrics and the benchmark read (see `dvrnn_tf.models.registry`) ---------
+
+    iwae_proposal = "q(z|x) per frame"
+    # Frames are independent images: one bound and one code per frame, not per sequence.
+    independent_frames = True
+
+    def posterior_terms(self, x, eps_z, eps_f=None):
+        """One sample of q(z | x_t) per frame of x [N, T, H, W, C] (eps_z [N, T, z_dim]):
+        every entry has a units axis of T (one bound per frame; see
+        `dvrnn_tf.metrics.likelihood.forward_terms`)."""
+        dt = self.compute_dtype
+        x_flat = tf.cast(self.flatten_frames(x), tf.float32)
+        loc, scale = self.posterior_params(tf.cast(x_flat, dt))
+        z = loc + scale * tf.cast(eps_z, dt)
+        log_px = self.likelihood.distribution(
+            tf.cast(self.decoder_params(z), tf.float32)).log_prob(x_flat)
+        loc, scale, z = (tf.cast(v, tf.float32) for v in (loc, scale, z))
+        kl_dims = tfd.Normal(loc, scale).kl_divergence(tfd.Normal(0.0, 1.0))
+        content = no_content_terms(tf.shape(x_flat)[0])
+        zeros = tf.zeros_like(log_px)
+        return {**content, "log_pf": zeros, "log_qf": zeros, "log_px": log_px,
+                "log_pz": tf.reduce_sum(tfd.Normal(0.0, 1.0).log_prob(z), -1),
+                "log_qz": tf.reduce_sum(tfd.Normal(loc, scale).log_prob(z), -1),
+                "kl_z": tf.reduce_sum(kl_dims, -1), "kl_z_dims": kl_dims, "z_loc": loc,
+                "z_sample": z}
+
+    def step_costs(self, batch_size):
+        """Every matmul of one training step on `batch_size` sequences (`layers.costs`)."""
+        rows, h, z = int(batch_size) * self.seq_len, self.hidden_dim, self.z_dim
+        return (costs.mlp_costs("encoder_net", rows, [self.x_dim, h, h], input_grad=False)
+                + costs.with_backward("posterior loc|scale", rows, h, 2 * z)
+                + costs.mlp_costs("decoder_net", rows, [z, h, h])
+                + costs.with_backward("decoder_out", rows, h,
+                                      self.x_dim * self.likelihood.params_per_pixel))
+
+
+def _build(name, values, data, *, seed, clip_norm):
+    return BetaVAE(data.image_shape, seq_len=data.seq_len, hidden_dim=values.hidden_dim,
+                   z_dim=values.z_dim, beta_z=ms.kl_weight(values, "z"),
+                   likelihood=values.likelihood, clip_norm=clip_norm, seed=seed)
+
+
+def _latent_analysis(model, train, held_out, out_dir, seed):
+    """The section 4.1 study (kNN accuracy, latent scatter, nearest decodes), on data of
+    single labelled images (the same-class sources); None for other data."""
+    from dvrnn_tf.analysis import analyze
+
+    if getattr(train, "image_set", None) is None:
+        return None
+    latent = analyze(model, train.image_set, held_out.image_set, out_dir, seed=seed)
+    return {"latent_space": latent,
+            "figures": {"latent_scatter": latent["scatter_png"],
+                        "nearest_latents": latent["nearest_latents_png"]}}
+
+
+FAMILY = register(ModelFamily(
+    names=("beta_vae",), model_class=BetaVAE,
+    settings=(ms.LIKELIHOOD, ms.HIDDEN_DIM, ms.Z_DIM, *ms.KL_Z_SETTINGS),
+    build=_build, analyses=_latent_analysis,
+    metrics=("likelihood", "judge", "style_leakage", "knn"),
+    summary="the first paper's beta-VAE of single frames (capacity schedule optional)"))

@@ -26,7 +26,11 @@ import numpy as np
 
 from dvrnn_tf.data import array_cache
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
+# A set without a validation split of its own gives one from its train split: this share of
+# each class, always the same images (the split must never change between runs).
+VALIDATION_FRACTION = 0.1
+_VALIDATION_SPLIT_SEED = 0
 DIGITS = "digits"
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0  # fixed: the digits train/test split must never change between runs
@@ -44,7 +48,7 @@ class ImageSet:
 
     Attributes:
       name: the data set's name as given to ``load_split`` (``"digits"``, ``"mnist"``, ...).
-      split: ``"train"`` or ``"test"``.
+      split: ``"train"``, ``"validation"`` or ``"test"``.
       images: ``[N, H, W, C]``; ``uint8`` in 0..255 for tfds sets (a quarter of the memory of
         floats), ``float32`` in [0, 1] for ``digits`` (its 17 grey levels are not multiples of
         1/255). Use ``as_float()`` for float32 in [0, 1] whatever the storage.
@@ -90,7 +94,9 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
     Args:
       name: ``"digits"``, ``"mnist"`` or a tfds image-classification builder name, optionally with
         a config (``"emnist/balanced"``).
-      split: ``"train"`` or ``"test"``.
+      split: ``"train"``, ``"validation"`` or ``"test"``. A set without a validation split of
+        its own (MNIST, digits, most tfds sets) gives VALIDATION_FRACTION of each class of its
+        train split, always the same images, as validation, and the rest as train.
       data_dir: where tfds keeps (or will write) prepared data sets; tfds's default when None.
       manual_dir: a folder with the data set's original files (e.g. MNIST's four ``.gz`` files),
         used to prepare it without a network. Defaults to ``<data_dir>/downloads/manual``.
@@ -119,6 +125,18 @@ def _load_cached(name, split, data_dir, manual_dir) -> ImageSet:
     return image_set
 
 
+def carve_validation(train: ImageSet, split: str) -> ImageSet:
+    """The "train" or "validation" part of a train split: VALIDATION_FRACTION of each class
+    (stratified, a fixed seed) is validation, the rest train."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(train))
+    rest, held = train_test_split(index, test_size=VALIDATION_FRACTION, stratify=train.labels,
+                                  random_state=_VALIDATION_SPLIT_SEED)
+    idx = np.sort(held if split == "validation" else rest)
+    return ImageSet(train.name, split, train.images[idx], train.labels[idx], train.num_classes)
+
+
 def _load_digits(split: str) -> ImageSet:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -127,9 +145,10 @@ def _load_digits(split: str) -> ImageSet:
     index = np.arange(len(bunch.target))
     train_idx, test_idx = train_test_split(index, test_size=_DIGITS_TEST_FRACTION,
                                            stratify=bunch.target, random_state=_DIGITS_SPLIT_SEED)
-    idx = np.sort(train_idx if split == "train" else test_idx)
+    idx = np.sort(test_idx if split == "test" else train_idx)
     images = (bunch.images[idx] / 16.0).astype(np.float32)[..., None]  # 0..16 -> [0, 1]
-    return ImageSet(DIGITS, split, images, bunch.target[idx].astype(np.int64), 10)
+    image_set = ImageSet(DIGITS, split, images, bunch.target[idx].astype(np.int64), 10)
+    return image_set if split == "test" else carve_validation(image_set, split)
 
 
 @functools.lru_cache(maxsize=1)
@@ -165,6 +184,14 @@ def _load_tfds(name: str, split: str, data_dir, manual_dir) -> ImageSet:
                          "images of one fixed size can be stacked into sequences")
     if not builder.is_prepared():
         _prepare(builder, name, data_dir, manual_dir)
+    if split != "test" and "validation" not in builder.info.splits:
+        return carve_validation(_read_tfds_split(builder, name, "train"), split)
+    return _read_tfds_split(builder, name, split)
+
+
+def _read_tfds_split(builder, name: str, split: str) -> ImageSet:
+    import tensorflow_datasets as tfds
+
     if split not in builder.info.splits:
         raise ValueError(f"data set {name!r} has no split {split!r} "
                          f"(it has {sorted(builder.info.splits.keys())})")
@@ -174,7 +201,8 @@ def _load_tfds(name: str, split: str, data_dir, manual_dir) -> ImageSet:
         cached = (np.asarray(arrays["image"], np.uint8), np.asarray(arrays["label"], np.int64))
         array_cache.save(builder.data_dir, split, *cached)
     images, labels = cached
-    return ImageSet(name, split, images, labels, int(label.num_classes))
+    return ImageSet(name, split, images, labels,
+                    int(builder.info.features["label"].num_classes))
 
 
 def _fix_hint(name: str) -> str:

@@ -1,12 +1,18 @@
-"""The Disentangled VRNN of the first paper (section 2; DESIGN 2.2), full and factorized."""
+"""The Disentangled VRNN of the first paper (section 2; DESIGN 2.2): `--model=full` and
+`--model=factorized`."""
 import keras
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from dvrnn_tf.cells.vrnn_cell import gru_last_state
-from dvrnn_tf.layers import GaussianHead, diag_gaussian, kl_diag_gaussians, mlp
+from dvrnn_tf.layers import GaussianHead, costs, diag_gaussian, kl_diag_gaussians, mlp
+from dvrnn_tf.models import settings as ms
 from dvrnn_tf.models.base import check_positive
 from dvrnn_tf.models.generation import ContentStyleGeneration
-from dvrnn_tf.models.vrnn import VRNNBase, _swap
+from dvrnn_tf.models.registry import ModelFamily, register
+from dvrnn_tf.models.vrnn_base import VRNNBase, _swap
+
+tfd = tfp.distributions
 
 VARIANTS = ("full", "factorized")
 
@@ -146,3 +152,57 @@ class DisentangledVRNN(ContentStyleGeneration, VRNNBase):
 
     def get_config(self):
         return {**super().get_config(), "variant": self.variant, "f_dim": self.f_dim}
+
+    # ---- what the metrics and the benchmark read (see `dvrnn_tf.models.registry`) ---------
+
+    iwae_proposal = "q(f|x) prod_t q(z_t|x_t,h_{t-1}), joint per sequence"
+
+    def posterior_terms(self, x, eps_z, eps_f):
+        """One joint sample of q(f | x) prod_t q(z_t | .) per row of x [N, T, H, W, C]
+        (eps_z [N, T, z_dim], eps_f [N, f_dim]; zeros: the posterior-mean path), with every
+        log density and KL the metrics need (`dvrnn_tf.metrics.likelihood.forward_terms`)."""
+        dt = self.compute_dtype
+        x_flat = tf.cast(self.flatten_frames(x), tf.float32)
+        feats = self.phi_x(tf.cast(x_flat, dt))
+        q_f = self.content_distribution(feats).distribution
+        f = q_f.loc + q_f.scale * tf.cast(eps_f, q_f.loc.dtype)
+        phi_f = self.phi_f(f)
+        style = self.infer_style(feats, tf.cast(eps_z, dt), cond=phi_f)
+        params = self.decoder_params(style["phi_z"], style["h_prev"], self._per_step(phi_f))
+        f_loc, f_scale, f = (tf.cast(v, tf.float32) for v in (q_f.loc, q_f.scale, f))
+        kl_f_dims = tfd.Normal(f_loc, f_scale).kl_divergence(tfd.Normal(0.0, 1.0))
+        content = dict(
+            log_pf=tf.reduce_sum(tfd.Normal(0.0, 1.0).log_prob(f), -1, keepdims=True),
+            log_qf=tf.reduce_sum(tfd.Normal(f_loc, f_scale).log_prob(f), -1, keepdims=True),
+            kl_f=tf.reduce_sum(kl_f_dims, -1), kl_f_dims=kl_f_dims, f_loc=f_loc, f_sample=f)
+        return {**content, **self.style_terms(style, params, x_flat)}
+
+    def step_costs(self, batch_size):
+        """Every matmul of one training step on `batch_size` sequences (`layers.costs`)."""
+        b, t, h, r, f = int(batch_size), self.seq_len, self.hidden_dim, self.rnn_dim, self.f_dim
+        mm = self.style_costs(b)
+        mm += costs.with_backward("decoder_net.dense0 (phi_f)", b, h, h)
+        mm += costs.with_backward("content: phi_x @ gru input", b * t, h, 3 * r)
+        mm += costs.recurrent("content: h @ gru recurrent", b, r, 3 * r, t)
+        mm += costs.with_backward("content loc|scale", b, r, 2 * f)
+        mm += costs.with_backward("phi_f", b, f, h)
+        return mm
+
+
+def _build(name, values, data, *, seed, clip_norm):
+    return DisentangledVRNN(
+        data.image_shape, variant=name, seq_len=data.seq_len, hidden_dim=values.hidden_dim,
+        rnn_dim=values.rnn_dim, z_dim=values.z_dim, f_dim=values.f_dim,
+        beta_z=ms.kl_weight(values, "z"), beta_f=ms.kl_weight(values, "f"),
+        likelihood=values.likelihood, clip_norm=clip_norm, seed=seed)
+
+
+FAMILY = register(ModelFamily(
+    names=VARIANTS, model_class=DisentangledVRNN,
+    settings=(ms.LIKELIHOOD, ms.HIDDEN_DIM, ms.RNN_DIM, ms.Z_DIM, ms.F_DIM, *ms.KL_Z_SETTINGS,
+              *ms.KL_F_SETTINGS),
+    build=_build,
+    metrics=("likelihood", "judge", "swap", "label_preservation", "style_leakage",
+             "style_preservation"),
+    summary="the first paper's Disentangled VRNN: content f and per-step style z_t; *full*: "
+            "the style path sees f, *factorized*: it does not"))
