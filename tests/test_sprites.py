@@ -5,6 +5,7 @@ fail, never skip, without them. One session fixture prepares the full data set o
 threads at once, to exercise the lock); the truncation test rebuilds it once more.
 """
 import hashlib
+import json
 import os
 import pathlib
 import shutil
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from dvrnn_tf.data import sprites as S
+from dvrnn_tf.data.folder_cache import ensure_folder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PARTS = ("body", "bottomwear", "topwear", "hair")
@@ -259,12 +261,12 @@ def test_ensure_builds_once_under_concurrency(tmp_path):
 
     valid = lambda e: (e / "done").is_file()  # noqa: E731
     with pytest.raises(KeyboardInterrupt):
-        S._ensure(entry, failing, valid)
+        ensure_folder(entry, failing, valid)
     assert not entry.exists() and not list(tmp_path.glob(".sprites-toy.tmp-*"))
     (tmp_path / ".sprites-toy.tmp-stale").mkdir()  # a killed build's leftover
     results = []
-    threads = [threading.Thread(target=lambda: results.append(S._ensure(entry, build, valid)))
-               for _ in range(3)]
+    work = lambda: results.append(ensure_folder(entry, build, valid))  # noqa: E731
+    threads = [threading.Thread(target=work) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
@@ -333,7 +335,6 @@ def test_prepare_reuses_and_ships_licence(sheets, sprites_dir, full_cache):
     for words in ("lpc.opengameart.org", "Universal-LPC-spritesheet", "CC-BY-SA 3.0",
                   "GPL 3.0", "CC-BY-SA-3.0-LICENSE", "GNU-GPL-3.0-LICENSE"):
         assert words in readme
-    import json
     meta = json.loads((entry / "meta.json").read_text())
     assert meta["characters"] == {"train": 900, "validation": 100, "test": 296}
     assert meta["sequences"] == {"train": 8100, "validation": 900, "test": 2664}
@@ -352,8 +353,11 @@ def test_truncated_cache_is_rebuilt(sheets, full_cache, tmp_path, monkeypatch):
     (copy / "test-x.npy").write_bytes(data[:-4096])
     builds, original = [], S._build_into
     monkeypatch.setattr(S, "_build_into", lambda *a: (builds.append(1), original(*a)))
-    x, _ = S.load(sheets, tmp_path, "test")
-    assert len(builds) == 1 and x.shape == (2664, 8, 64, 64, 3)
-    rebuilt = (copy / "test-x.npy").read_bytes()
-    assert hashlib.sha256(rebuilt).digest() == hashlib.sha256(data).digest()  # deterministic
-    assert not list(tmp_path.glob(f".{entry.name}.*-*"))
+    try:
+        x, _ = S.load(sheets, tmp_path, "test")
+        assert len(builds) == 1 and x.shape == (2664, 8, 64, 64, 3)
+        rebuilt = (copy / "test-x.npy").read_bytes()
+        assert hashlib.sha256(rebuilt).digest() == hashlib.sha256(data).digest()  # deterministic
+        assert not list(tmp_path.glob(f".{entry.name}.*-*"))
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)  # 1.1 GB: not kept among pytest's last runs

@@ -11,21 +11,16 @@ beside the sheets' licences and attribution; `load` memory-maps one split.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import pathlib
-import shutil
-import tempfile
 import time
-import uuid
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from dvrnn_tf.atomic import atomic_file
+from dvrnn_tf.data.folder_cache import ensure_folder
 
 ACTIONS = ("walk", "spellcast", "slash")
 DIRECTIONS = ("front", "left", "right")
@@ -210,7 +205,8 @@ def _composite(cells: dict, parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The used cells of characters `parts` int [K, 4] -> (uint8 [U, P, 3], row of each in it).
 
     Level by level, each distinct prefix (body; body + bottomwear; ...) is composited once
-    over a copy of its parent's composite, so K characters cost about K composites, not 5 K.
+    over a copy of its parent's composite: K characters cost about 2 K composites (hair and
+    shoes), not 5 K.
     Prefixes are ordered by their newest part first, so those sharing a sheet are one slice.
     """
     images = np.zeros((1, _PIXELS, 3), np.uint8)  # the opaque black canvas
@@ -350,49 +346,6 @@ def _is_valid(entry: pathlib.Path) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _locked(path: pathlib.Path):
-    """An exclusive advisory lock (fcntl.flock) held for the block."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _ensure(entry: pathlib.Path, build, is_valid=_is_valid) -> pathlib.Path:
-    """The folder `entry`, built once by `build(folder)` unless `is_valid(entry)` already.
-
-    `build` fills a temporary sibling, renamed to `entry` when whole, so a killed build leaves
-    no entry a later call would trust. A lock file serialises builders of the same entry; the
-    second waits, then finds the first's entry. Leftovers of killed builds are removed.
-    """
-    if is_valid(entry):
-        return entry
-    parent = entry.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    with _locked(parent / f".{entry.name}.lock"):
-        if is_valid(entry):
-            return entry
-        for stale in [*parent.glob(f".{entry.name}.tmp-*"), *parent.glob(f".{entry.name}.old-*")]:
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{entry.name}.tmp-"))
-        try:
-            build(tmp)
-            for path in tmp.iterdir():  # mkstemp/mkdtemp make owner-only files; share them
-                path.chmod(0o644)
-            tmp.chmod(0o755)
-            if entry.exists():  # an invalid entry (damaged): moved aside, then removed
-                old = parent / f".{entry.name}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(entry, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, entry)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # nothing left there once renamed
-    return entry
-
-
 def _readme(key: str, v: int, meta: dict) -> str:
     counts = ", ".join(f"{s} {meta['characters'][s]} characters / {meta['sequences'][s]} "
                        f"sequences" for s in SPLITS)
@@ -439,7 +392,8 @@ def prepare(sheets_dir, cache_root, validation_characters=100) -> pathlib.Path:
     licences = _licences(root)
     key = cache_key(root, v)
     entry = pathlib.Path(cache_root) / f"sprites-{key}"
-    return _ensure(entry, lambda folder: _build_into(root, key, v, licences, folder))
+    return ensure_folder(entry, lambda folder: _build_into(root, key, v, licences, folder),
+                         _is_valid)
 
 
 def load(sheets_dir, cache_root, split, validation_characters=100) \
