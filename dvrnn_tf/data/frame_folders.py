@@ -74,7 +74,11 @@ def _list_sequences(root: str) -> tuple[list[str], list[list[str]]]:
     frames = []
     for name in names:
         folder = os.path.join(root, name)
-        files = sorted((f for f in os.listdir(folder)
+        try:
+            entries = os.listdir(folder)
+        except OSError as e:
+            raise fail(folder, f"cannot be listed ({first_line(e)})") from e
+        files = sorted((f for f in entries
                         if f.lower().endswith(FRAME_EXTENSIONS)
                         and os.path.isfile(os.path.join(folder, f))), key=natural_key)
         if not files:
