@@ -13,38 +13,10 @@ work, reductions and the optimizer are not counted (they are O(size), not O(size
 from __future__ import annotations
 
 import collections
-import dataclasses
 
-
-@dataclasses.dataclass(frozen=True)
-class MatMul:
-    """`count` products [m, k] @ [k, n] (transposes as in `tf.linalg.matmul`)."""
-
-    name: str
-    m: int
-    k: int
-    n: int
-    count: int = 1
-    transpose_a: bool = False
-    transpose_b: bool = False
-    pass_: str = "forward"  # forward, grad_weights or grad_inputs
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.m * self.k * self.n * self.count
-
-    @property
-    def shape(self) -> tuple:
-        """What `roofline` times: (m, k, n, transpose_a, transpose_b)."""
-        return (self.m, self.k, self.n, self.transpose_a, self.transpose_b)
-
-
-def _with_backward(name, m, k, n, count=1, input_grad=True):
-    out = [MatMul(name, m, k, n, count),
-           MatMul(name, k, m, n, count, transpose_a=True, pass_="grad_weights")]
-    if input_grad:
-        out.append(MatMul(name, m, n, k, count, transpose_b=True, pass_="grad_inputs"))
-    return out
+# MatMul and with_backward live with the layers, which declare their own costs.
+from dvrnn_tf.layers.costs import MatMul  # noqa: F401 (public here too)
+from dvrnn_tf.layers.costs import with_backward as _with_backward
 
 
 def _recurrent(name, b, k, n, steps):
@@ -172,3 +144,12 @@ def traced_matmul_flops(model, batch_size: int) -> dict:
         where = "backward" if "gradient" in op.name.lower() else "forward"
         out[where] += 2 * batch * m * k * n
     return dict(out)
+
+
+def traced_conv_flops(model, batch_size: int) -> dict:
+    """FLOPs of the convolutions (Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput) in the
+    traced graph of one loss-and-gradient computation, as {"forward", "backward"}: the check
+    of the `Conv` records. Only live ops count (`dvrnn_tf.perf.graph_flops`)."""
+    from dvrnn_tf.perf.graph_flops import graph_flops, loss_gradient_graph
+
+    return graph_flops(loss_gradient_graph(model, batch_size))["conv"]
