@@ -251,6 +251,23 @@ def test_step_costs_equal_the_traced_graph(network):
     assert [r.pass_ for r in first] == ["forward", "grad_weights", "forward"]
 
 
+def test_step_graph_rewrites_cleanly(capfd):
+    """Grappler's remapper fails on Conv2D + BiasAdd + LeakyRelu feeding a Reshape under a
+    gradient (and then drops every fusion of the graph): the encoder must not build that."""
+    enc, dec = _pair("conv", (16, 16, 3), 4, 2)
+    weights = enc.trainable_variables + dec.trainable_variables
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(dec(enc(x)) ** 2)
+        return tape.gradient(loss, weights)
+
+    capfd.readouterr()
+    step(_random([4, 768], 11))
+    assert "remapper failed" not in capfd.readouterr().err
+
+
 class _TinyConvModel:
     """What traced_conv_flops reads of a model, around one encoder/decoder pair."""
 

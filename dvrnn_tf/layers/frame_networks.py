@@ -97,10 +97,14 @@ class ConvFrameEncoder(keras.layers.Layer):
         self.conv_layers = _positive_int("conv_layers", conv_layers)
         self.output_dim = _positive_int("output_dim", output_dim)
         check_conv_shape(self.image_shape, self.conv_layers)
+        # The last conv's LeakyReLU is applied after the flatten: TensorFlow's graph rewriter
+        # (grappler's remapper) fails on Conv2D + BiasAdd + LeakyRelu feeding a Reshape when
+        # the gradient reads the pre-activation; it logs an error and drops all its fusions
+        # for the step's graph (TF 2.21, float32, no XLA).
         self.convs = [keras.layers.Conv2D(
             self.channels * 2 ** i, KERNEL, strides=STRIDE, padding="same",
-            activation="leaky_relu", name=f"conv{i}", dtype=self.dtype_policy)
-            for i in range(self.conv_layers)]
+            activation="leaky_relu" if i < self.conv_layers - 1 else None, name=f"conv{i}",
+            dtype=self.dtype_policy) for i in range(self.conv_layers)]
         self.dense = keras.layers.Dense(self.output_dim, activation="relu", name="dense",
                                         dtype=self.dtype_policy)
 
@@ -123,7 +127,8 @@ class ConvFrameEncoder(keras.layers.Layer):
         y = tf.reshape(inputs, (-1,) + self.image_shape)
         for conv in self.convs:
             y = conv(y)
-        y = self.dense(tf.reshape(y, (-1, math.prod(self._map_shape()))))
+        y = tf.nn.leaky_relu(tf.reshape(y, (-1, math.prod(self._map_shape()))), alpha=0.2)
+        y = self.dense(y)
         return _restore_lead(y, inputs)
 
     def compute_output_shape(self, input_shape):
