@@ -1,12 +1,17 @@
-"""A roofline measured here: how long a step's matmuls alone take at this machine's rates.
+"""A roofline measured here: how long a step's matmuls and convolutions alone take at this
+machine's rates.
 
 Each distinct matmul shape (with its transposes) is timed with `tf.linalg.matmul` under
 `tf.function`: one function computes `reps` independent products of that shape (distinct
 left operands, so that nothing is shared or folded), and the time per product is the
-call's wall time divided by `reps`, median over `repeats` calls. The roofline of a step is
-sum(count * time per product) over its matmuls (`dvrnn_tf.perf.flops.step_matmuls`): what
-the step would take if it did nothing but its float32 matmuls, each at the rate that shape
-reaches on this machine under the same runtime (oneDNN kernels, op dispatch included).
+call's wall time divided by `reps`, median over `repeats` calls. Each distinct convolution
+shape (`dvrnn_tf.layers.costs.Conv.shape`: a forward Conv2D, a Conv2DBackpropFilter or a
+Conv2DBackpropInput, the last also what a transposed convolution runs) is timed the same
+way: `reps` runs of that op on distinct images (or gradients) with one shared kernel (or
+gradient). The roofline of a step is sum(count * time per run) over its records
+(`dvrnn_tf.perf.flops.step_matmuls`, the layers' `step_costs`): what the step would take if
+it did nothing but its float32 matmuls and convolutions, each at the rate that shape reaches
+on this machine under the same runtime (oneDNN kernels, op dispatch included).
 """
 from __future__ import annotations
 
@@ -20,10 +25,31 @@ _TARGET_FLOPS_PER_CALL = 2e8
 _MAX_REPS = 256
 
 
+def _reps(flops, max_reps):
+    return int(np.clip(_TARGET_FLOPS_PER_CALL / flops, min(4, max_reps), max_reps))
+
+
+def _time_calls(run, args, reps, repeats, flops) -> dict:
+    """Median/min/max wall and median CPU seconds per run of `run(*args)` (which does `reps`
+    runs per call), after two untimed calls (tracing, warm-up)."""
+    run(*args)
+    run(*args)
+    times, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        run(*args)  # returns once every run is computed (CPU: synchronous)
+        times.append((time.perf_counter() - start) / reps)
+        cpu.append((time.process_time() - start_cpu) / reps)
+    return {"reps": reps, "median_s": float(np.median(times)), "min_s": float(np.min(times)),
+            "max_s": float(np.max(times)), "cpu_s": float(np.median(cpu)),
+            "gflops": flops / float(np.median(times)) / 1e9}
+
+
 def time_matmul(shape, repeats: int = 15, dtype=tf.float32, max_reps: int = _MAX_REPS) -> dict:
     """Seconds per product of `shape` = (m, k, n, transpose_a, transpose_b): median/min/max."""
     m, k, n, ta, tb = shape
-    reps = int(np.clip(_TARGET_FLOPS_PER_CALL / (2.0 * m * k * n), min(4, max_reps), max_reps))
+    flops = 2.0 * m * k * n
+    reps = _reps(flops, max_reps)
     a_shape = [k, m] if ta else [m, k]
     b_shape = [n, k] if tb else [k, n]
     a = [tf.random.stateless_normal(a_shape, seed=[i, 1], dtype=dtype) for i in range(reps)]
@@ -33,35 +59,70 @@ def time_matmul(shape, repeats: int = 15, dtype=tf.float32, max_reps: int = _MAX
     def products(a, b):
         return [tf.linalg.matmul(x, b, transpose_a=ta, transpose_b=tb) for x in a]
 
-    products(a, b)
-    products(a, b)
-    times, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        products(a, b)  # returns once every product is computed (CPU: synchronous)
-        times.append((time.perf_counter() - start) / reps)
-        cpu.append((time.process_time() - start_cpu) / reps)
-    flops = 2.0 * m * k * n
-    return {"shape": [m, k, n, bool(ta), bool(tb)], "reps": reps,
-            "median_s": float(np.median(times)), "min_s": float(np.min(times)),
-            "max_s": float(np.max(times)), "cpu_s": float(np.median(cpu)),
-            "gflops": flops / float(np.median(times)) / 1e9}
+    return {"shape": [m, k, n, bool(ta), bool(tb)],
+            **_time_calls(products, (a, b), reps, repeats, flops)}
 
 
-def roofline(matmuls, timings: dict | None = None, repeats: int = 15,
+def _conv_run(op, big, kernel, strides):
+    """(run(varying, shared), varying operand's shape, shared operand's shape) of `op`."""
+    small = [big[0], -(-big[1] // strides[1]), -(-big[2] // strides[2]), kernel[3]]
+    if op == "Conv2D":
+        return (lambda x, f: tf.nn.conv2d(x, f, strides, "SAME")), big, kernel
+    if op == "Conv2DBackpropInput":
+        return (lambda dy, f: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=big, filter=f, out_backprop=dy, strides=strides,
+            padding="SAME")), small, kernel
+    if op == "Conv2DBackpropFilter":
+        return (lambda x, dy: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=kernel, out_backprop=dy, strides=strides,
+            padding="SAME")), big, small
+    raise ValueError(f"unknown convolution op {op!r}; allowed: Conv2D, Conv2DBackpropFilter, "
+                     "Conv2DBackpropInput")
+
+
+def time_conv(shape, repeats: int = 15, dtype=tf.float32, max_reps: int = _MAX_REPS) -> dict:
+    """Seconds per run of `shape` = (op, batch, big_h, big_w, big_c, small_c, kernel, stride)
+    (`Conv.shape`; "SAME" padding, channels last): median/min/max."""
+    op, batch, h, w, c_big, c_small, k, s = shape
+    big, kernel, strides = [batch, h, w, c_big], [k, k, c_big, c_small], [1, s, s, 1]
+    flops = 2.0 * batch * -(-h // s) * -(-w // s) * k * k * c_big * c_small
+    reps = _reps(flops, max_reps)
+    one, varying_shape, shared_shape = _conv_run(op, big, kernel, strides)
+    varying = [tf.random.stateless_normal(varying_shape, seed=[i, 1], dtype=dtype)
+               for i in range(reps)]
+    shared = tf.random.stateless_normal(shared_shape, seed=[0, 2], dtype=dtype)
+
+    @tf.function(jit_compile=False)
+    def runs(varying, shared):
+        return [one(v, shared) for v in varying]
+
+    return {"shape": list(shape), "op": op,
+            **_time_calls(runs, (varying, shared), reps, repeats, flops)}
+
+
+def _is_conv(shape) -> bool:
+    return isinstance(shape[0], str)
+
+
+def roofline(records, timings: dict | None = None, repeats: int = 15,
              max_reps: int = _MAX_REPS) -> dict:
-    """{"median_s", "min_s": the step's matmul time (wall clock), "cpu_s": its CPU time
-    (all threads); "shapes": per-shape timings}.
+    """{"median_s", "min_s": the step's matmul and convolution time (wall clock), "cpu_s":
+    its CPU time (all threads); "shapes": per-shape timings, matmuls then convolutions}.
 
-    `timings` (shape tuple -> `time_matmul` result) is reused and filled in, so that several
-    models share one measurement of each shape.
+    `records`: `MatMul`s and `Conv`s (`dvrnn_tf.layers.costs`). `timings` (shape tuple ->
+    `time_matmul`/`time_conv` result) is reused and filled in, so that several models share
+    one measurement of each shape.
     """
     timings = {} if timings is None else timings
-    for mm in matmuls:
-        if mm.shape not in timings:
-            timings[mm.shape] = time_matmul(mm.shape, repeats=repeats, max_reps=max_reps)
-    median = sum(mm.count * timings[mm.shape]["median_s"] for mm in matmuls)
-    best = sum(mm.count * timings[mm.shape]["min_s"] for mm in matmuls)
-    cpu = sum(mm.count * timings[mm.shape]["cpu_s"] for mm in matmuls)
+    for rec in records:
+        if rec.shape not in timings:
+            timer = time_conv if _is_conv(rec.shape) else time_matmul
+            timings[rec.shape] = timer(rec.shape, repeats=repeats, max_reps=max_reps)
+    median = sum(rec.count * timings[rec.shape]["median_s"] for rec in records)
+    best = sum(rec.count * timings[rec.shape]["min_s"] for rec in records)
+    cpu = sum(rec.count * timings[rec.shape]["cpu_s"] for rec in records)
+    shapes = {rec.shape for rec in records}
+    ordered = (sorted(s for s in shapes if not _is_conv(s))
+               + sorted(s for s in shapes if _is_conv(s)))
     return {"median_s": median, "min_s": best, "cpu_s": cpu,
-            "shapes": [timings[s] for s in sorted({mm.shape for mm in matmuls})]}
+            "shapes": [timings[s] for s in ordered]}
