@@ -1,6 +1,7 @@
 """Measurement (DESIGN 4): morphometrics, variance shares, probes, the judge, swap accuracy,
 style preservation on stub models, and the likelihood bounds' properties on tiny models."""
 import math
+import pathlib
 
 import keras
 import numpy as np
@@ -132,12 +133,14 @@ def digits_judge(tmp_path_factory):
 def test_judge_is_cached_per_dataset_and_seed(digits_judge):
     model, info, directory = digits_judge
     assert info["test_accuracy"] > 0.9, info
-    assert judge_lib.judge_path("digits", 0, directory).is_file()
-    again, info2 = judge_lib.load_or_train_judge("digits", judge_dir=directory)
+    assert info["path"] == str(judge_lib.judge_path("digits", 0, directory, info["key"]))
+    assert pathlib.Path(info["path"]).is_file()
+    again, info2 = judge_lib.load_or_train_judge("digits", judge_dir=directory, epochs=12)
     assert info2["cached"] and info2["test_accuracy"] == info["test_accuracy"]
     x = load_split("digits", "test").as_float()[:50]
     np.testing.assert_array_equal(judge_lib.predict(again, x), judge_lib.predict(model, x))
-    assert judge_lib.judge_path("emnist/letters", 3, directory).name == "emnist_letters-seed3.keras"
+    assert judge_lib.judge_path("emnist/letters", 3, directory, "k1").name == (
+        "emnist_letters-seed3-k1.keras")
 
 
 class SwapStub:

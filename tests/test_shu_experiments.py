@@ -197,13 +197,14 @@ def test_competition_conditions_and_regression(data, tmp_path):
 
 def _stub_judge_dir(tmp_path):
     """A judge cache holding a stub judge under the real loading code's name and sidecar."""
-    from dvrnn_tf.metrics.judge import RECIPE_VERSION, judge_path
+    from dvrnn_tf.metrics.judge import RECIPE_VERSION, cache_key_for, judge_path
 
-    path = judge_path("digits", 0, str(tmp_path / "judges"))
+    key, _, _ = cache_key_for("digits", seed=0)
+    path = judge_path("digits", 0, str(tmp_path / "judges"), key)
     path.parent.mkdir(parents=True)
     stub_judge().save(str(path))
     path.with_suffix(".json").write_text(json.dumps({"recipe_version": RECIPE_VERSION,
-                                                     "test_accuracy": None}))
+                                                     "key": key, "test_accuracy": None}))
     return str(tmp_path / "judges")
 
 

@@ -1,34 +1,42 @@
 """The judge (DESIGN 4): a small Keras CNN per data set that classifies generated images.
 
-Trained once per (data set, seed) and cached as ``<judge_dir>/<dataset>-seed<k>.keras`` with a
-``.json`` sidecar (its held-out accuracy, the training time, the recipe version). The default
-``judge_dir`` is ``$DVRNN_CACHE_DIR/judges``, else ``~/.cache/dvrnn_tf/judges``: outside the
-repository, shared by every run and test on the machine.
+Cached as ``<judge_dir>/<dataset>-seed<k>-<key>.keras`` with a ``.json`` sidecar (its test
+accuracy, the training time, the key's inputs). The key (`cache_key_for`) covers the recipe
+version, the architecture (image shape, classes), the training settings (epochs, batch size),
+the seed and a fingerprint of the train and test arrays (`judge_cache.data_fingerprint`): a
+judge trained with other settings, or on data of the same name prepared differently, is
+another judge. The default ``judge_dir`` is ``$DVRNN_CACHE_DIR/judges``, else
+``~/.cache/dvrnn_tf/judges``: outside the repository, shared by every run and test on the
+machine.
 
 The models decode *mean* images (grey, blurry), not binary samples, so the judge is trained on a
 mix of what it will see: grey levels, Bernoulli-binarized images and blurred images, each with a
-random shift of up to 2 pixels (10% of the side for small images). It reaches >= 99% on MNIST's
-test set (see `judge_info`).
+random shift of up to 2 pixels (10% of the side for small images). On MNIST it must be right on
+>= 99% of the test images (`MIN_ACCURACY`), or `load_or_train_judge` refuses to hand it out
+(`JudgeNotGoodEnough`).
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
 import pathlib
-import tempfile
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from dvrnn_tf.metrics.judge_cache import (JudgeNotGoodEnough, cache_key, cache_lock,
+                                          data_fingerprint, read_json, save_model_atomic,
+                                          write_json)
+
 # Bump when the architecture or the training recipe changes: cached judges of another version
 # are retrained instead of being trusted.
 RECIPE_VERSION = 1
 DEFAULT_EPOCHS = 6
+BATCH_SIZE = 128
 MIN_MNIST_ACCURACY = 0.99
+# The share of its test split a data set's judge must get right before it judges anything.
+MIN_ACCURACY = {"mnist": MIN_MNIST_ACCURACY}
 
 
 def default_judge_dir() -> pathlib.Path:
@@ -37,11 +45,15 @@ def default_judge_dir() -> pathlib.Path:
     return pathlib.Path(os.path.expanduser(root)).resolve() / "judges"
 
 
-def judge_path(dataset: str, seed: int = 0, judge_dir=None) -> pathlib.Path:
-    """Where the judge of `dataset` trained with `seed` is cached (a ``.keras`` file)."""
+def judge_path(dataset: str, seed: int = 0, judge_dir=None, key: str | None = None
+               ) -> pathlib.Path:
+    """Where a judge of `dataset` trained with `seed` is cached: ``<dataset>-seed<k>-<key>.keras``.
+
+    key: `cache_key_for`'s; without it, the path every such judge's name starts with.
+    """
     safe = dataset.replace("/", "_").replace(":", "_")
     root = pathlib.Path(judge_dir).expanduser().resolve() if judge_dir else default_judge_dir()
-    return root / f"{safe}-seed{int(seed)}.keras"
+    return root / (f"{safe}-seed{int(seed)}" + (f"-{key}" if key else "") + ".keras")
 
 
 def build_judge(image_shape, num_classes: int) -> keras.Model:
@@ -96,7 +108,7 @@ def augment(x, seed):
 
 
 def train_judge(train_set, test_set, *, seed: int = 0, epochs: int = DEFAULT_EPOCHS,
-                batch_size: int = 128, verbose=0):
+                batch_size: int = BATCH_SIZE, verbose=0):
     """Train a judge on `train_set` (an `ImageSet`); returns (model, info dict).
 
     info: test accuracy on grey and on binarized test images, epochs, train seconds, sizes.
@@ -160,56 +172,77 @@ def predict(model, images, batch_size: int = 1024) -> np.ndarray:
     return labels.reshape(images.shape[:-3]).astype(np.int64)
 
 
-@contextlib.contextmanager
-def _locked(path: pathlib.Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes never train the same judge at once
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def judge_info(path) -> dict | None:
     """The sidecar JSON of a cached judge, or None."""
-    sidecar = pathlib.Path(str(path)[:-len(".keras")] + ".json")
-    try:
-        return json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(str(path)[:-len(".keras")] + ".json")
 
 
-def load_or_train_judge(dataset: str, *, seed: int = 0, judge_dir=None, data_dir=None,
-                        manual_dir=None, epochs: int = DEFAULT_EPOCHS, verbose=0):
-    """The cached judge of `dataset`, trained (and cached) on first use; -> (model, info).
+def _percent(share: float) -> str:
+    return f"{100 * share:.4g}%"
 
-    The cache key is (data set, seed); a cached judge of another recipe version, or whose file
-    cannot be read, is retrained. data_dir / manual_dir reach `dvrnn_tf.data.load_split`.
+
+def cache_key_for(dataset: str, *, seed: int = 0, epochs: int = DEFAULT_EPOCHS, data_dir=None,
+                  manual_dir=None):
+    """(key, recipe, data fingerprint) of the judge `load_or_train_judge` would use.
+
+    Loads both splits of `dataset` (from the process's cache when already loaded) to
+    fingerprint them; the recipe holds the architecture's inputs and the training settings.
     """
     from dvrnn_tf.data import load_split
 
-    path = judge_path(dataset, seed, judge_dir)
-    with _locked(path):
-        info = judge_info(path)
-        if info is not None and info.get("recipe_version") == RECIPE_VERSION and path.exists():
+    load = dict(data_dir=data_dir or None, manual_dir=manual_dir or None)
+    train, test = load_split(dataset, "train", **load), load_split(dataset, "test", **load)
+    recipe = {"dataset": train.name, "image_shape": list(train.image_shape),
+              "num_classes": int(train.num_classes), "seed": int(seed), "epochs": int(epochs),
+              "batch_size": BATCH_SIZE}
+    fingerprint = data_fingerprint(train.images, train.labels, test.images, test.labels)
+    return cache_key(RECIPE_VERSION, recipe, fingerprint), recipe, fingerprint
+
+
+def _check_bar(dataset: str, info: dict, min_accuracy) -> None:
+    bar = MIN_ACCURACY.get(dataset) if min_accuracy is None else min_accuracy
+    accuracy = info.get("test_accuracy")
+    if bar is not None and (accuracy is None or accuracy < bar):
+        got = "no recorded test accuracy" if accuracy is None else (
+            f"right on {_percent(accuracy)} of its test images")
+        raise JudgeNotGoodEnough(f"the {dataset} judge is {got}, below the {_percent(bar)} "
+                                 f"bar: it refuses to judge (judge {info.get('path')})")
+
+
+def load_or_train_judge(dataset: str, *, seed: int = 0, judge_dir=None, data_dir=None,
+                        manual_dir=None, epochs: int = DEFAULT_EPOCHS, verbose=0,
+                        min_accuracy: float | None = None):
+    """The cached judge of `dataset`, trained (and cached) on first use; -> (model, info).
+
+    The cache key (`cache_key_for`) covers the recipe, the settings, the seed and the data; a
+    cached judge whose sidecar does not carry that key, or whose file cannot be read, is
+    trained again. data_dir / manual_dir reach `dvrnn_tf.data.load_split`.
+    Raises JudgeNotGoodEnough (one line) when the judge's test accuracy is below
+    `min_accuracy` (default: `MIN_ACCURACY` of the data set, 99% for MNIST, none for others);
+    a judge below the bar stays cached, so asking again refuses at once.
+    """
+    from dvrnn_tf.data import load_split
+
+    key, recipe, fingerprint = cache_key_for(dataset, seed=seed, epochs=epochs,
+                                             data_dir=data_dir, manual_dir=manual_dir)
+    path = judge_path(dataset, seed, judge_dir, key)
+    with cache_lock(path):
+        info, model = judge_info(path), None
+        if info is not None and info.get("key") == key and path.exists():
             try:
                 model = keras.models.load_model(str(path), compile=False)
-                return model, {**info, "path": str(path), "cached": True}
+                info = {**info, "cached": True}
             except (OSError, ValueError):
-                pass  # unreadable: train again
-        load = dict(data_dir=data_dir or None, manual_dir=manual_dir or None)
-        model, info = train_judge(load_split(dataset, "train", **load),
-                                  load_split(dataset, "test", **load), seed=seed, epochs=epochs,
-                                  verbose=verbose)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-        os.close(fd)
-        try:
-            model.save(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        sidecar = pathlib.Path(str(path)[:-len(".keras")] + ".json")
-        sidecar.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        return model, {**info, "path": str(path), "cached": False}
+                model = None  # unreadable: train again
+        if model is None:
+            load = dict(data_dir=data_dir or None, manual_dir=manual_dir or None)
+            model, info = train_judge(load_split(dataset, "train", **load),
+                                      load_split(dataset, "test", **load), seed=seed,
+                                      epochs=epochs, verbose=verbose)
+            info = {**info, "key": key, "recipe": recipe, "data_fingerprint": fingerprint}
+            save_model_atomic(model, path)
+            write_json(path.with_suffix(".json"), info)  # last: a judge without it is not trusted
+            info = {**info, "cached": False}
+    info = {**info, "path": str(path)}
+    _check_bar(recipe["dataset"], info, min_accuracy)
+    return model, info
