@@ -50,9 +50,9 @@ def tf_logs_requested(environ=None) -> bool:
 
 
 def min_log_level(environ=None) -> int:
-    """TF_CPP_MIN_LOG_LEVEL as TensorFlow reads it (0 when unset or not a number)."""
+    """TF_CPP_MIN_LOG_LEVEL as TensorFlow reads it: 0..3 (0 when unset or not a number)."""
     value = (os.environ if environ is None else environ).get("TF_CPP_MIN_LOG_LEVEL", "0")
-    return int(value) if value.strip().isdigit() else 0
+    return min(int(value), 3) if value.strip().isdigit() else 0
 
 
 def is_hidden(line: bytes, level: int) -> bool:
@@ -106,7 +106,7 @@ _CHILD = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
 def filtered_stderr(level: int):
     """Within the block, lines written to file descriptor 2 (by Python or by C++) that
     `is_hidden` at `level` are dropped; the rest reach the original stderr, in order."""
-    sys.stderr.flush()
+    _flush_stderr()
     try:
         original = os.dup(2)
     except OSError:  # no stderr at all: nothing to filter
@@ -124,7 +124,7 @@ def filtered_stderr(level: int):
     try:
         yield
     finally:
-        sys.stderr.flush()
+        _flush_stderr()
         os.dup2(original, 2)
         os.close(original)
         child.stdin.close()
@@ -132,6 +132,13 @@ def filtered_stderr(level: int):
             child.wait(timeout=10)  # all of the block's lines out before anything else
         except subprocess.TimeoutExpired:  # a grandchild holds the pipe: let it finish alone
             pass
+
+
+def _flush_stderr():
+    try:
+        sys.stderr.flush()
+    except (AttributeError, ValueError, OSError):  # None (no console), closed, or broken
+        pass
 
 
 class _FilteredImport(importlib.abc.MetaPathFinder):
@@ -173,7 +180,10 @@ class _UnpreparedIsNoWarning(logging.Filter):
 
     def filter(self, record):
         if record.msg == "Variant folder %s has no %s" and record.args:
-            return os.path.exists(os.fspath(record.args[0]))
+            try:
+                return os.path.exists(os.fspath(record.args[0]))
+            except TypeError:  # not a local path: say it
+                return True
         return True
 
 
