@@ -14,10 +14,11 @@ Training data are synthetic binary sequences (a constant batch: the step is time
 pipeline, which is timed on its own).
 """
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from dvrnn_tf.console import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before TensorFlow loads; DVRNN_TF_LOGS=1 shows its own log
 
 from absl import app, flags  # noqa: E402
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from dvrnn_tf.console import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before TensorFlow loads; DVRNN_TF_LOGS=1 shows its own log
 
 from dvrnn_tf.metrics.evaluation import (  # noqa: E402  # the library, re-exported
     METRICS, EvalOptions, EvaluationError, _finite, _select_metrics, applies_to, evaluate_run,

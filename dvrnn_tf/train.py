@@ -5,15 +5,15 @@ One flag per setting of the model families, the sequence sources and the trainin
 passed on: one that the chosen model or data set does not take is an error, and bounds and
 allowed values are checked before any work is done.
 """
-import os
 import sys
 import time
 
 # Start-up (importing TensorFlow, ...) counts in the run's timing (metrics.json "timing").
 _STARTED = time.perf_counter()
 
-# TensorFlow's C++ start-up chatter is not for users of a command line tool.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from dvrnn_tf.console import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before TensorFlow loads; DVRNN_TF_LOGS=1 shows its own log
 
 from absl import app, flags, logging  # noqa: E402
 

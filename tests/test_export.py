@@ -96,6 +96,18 @@ SERVE = textwrap.dedent("""
         shapes["seed_advanced"] = bool((m.seed_state[0].numpy() != seed).any())
         shapes["signatures"] = sorted(m.signatures)
         report[kind] = shapes
+    # What a client reads first when it sends a bad input: str(error)'s first lines.
+    m, bad = tf.saved_model.load(dirs["full"]), x.copy()
+    bad[0, 1, 2, 3, 0], bad[1, 0, 0, 0, 0] = np.nan, np.inf
+    report["errors"] = {}
+    for case, call in {"nan": lambda: m.reconstruct(bad), "range": lambda: m.reconstruct(x + 1),
+                       "empty": lambda: m.reconstruct(x[:0]), "style": lambda: m.swap(x, x - 2),
+                       "count": lambda: m.generate(tf.constant(0))}.items():
+        try:
+            call()
+            report["errors"][case] = None
+        except tf.errors.InvalidArgumentError as e:
+            report["errors"][case] = [str(e).splitlines()[:3], e.message.splitlines()[:3]]
     assert "dvrnn_tf" not in sys.modules, "the package was imported"
     report["modules"] = sorted(k for k in sys.modules if k.startswith("dvrnn"))
     np.savez(out_path + ".npz", **arrays)
@@ -225,3 +237,31 @@ def test_endpoints_served_without_the_package(exported, x):
         assert set(manifest["endpoints"]) == set(names)
         assert manifest["endpoints"]["reconstruct"]["x"] == {
             "shape": [None, T, H, W, C], "dtype": "float32"}
+
+
+# The line a client reads after TensorFlow's own first line: TF 2.21 rewrites every error raised
+# inside a loaded function as "Graph execution error:\n\n..." (dvrnn_tf.checks says why the
+# exporting side cannot change that line, and how the next one is made the check's).
+FIRST_LINES = {
+    "nan": "assertion failed: [`x` must be finite (images are floats in [0, 1]); values that are "
+           "NaN or Inf:] [2]",
+    "range": "assertion failed: [`x`: values must be in [0, 1] (0..255 pixels: divide by 255), "
+             "got min and max] [",
+    "empty": "assertion failed: [`x`: empty batch; a call takes 1 to 4096 sequences]",
+    "style": "assertion failed: [`x_style`: values must be in [0, 1] (0..255 pixels: divide by "
+             "255), got min and max] [-",
+    "count": "assertion failed: [`n` must be >= 1, got] [0]"}
+
+
+@pytest.mark.slow  # the same subprocess
+def test_endpoint_errors_lead_with_the_input(exported):
+    proc, root = exported["proc"], exported["dir"]
+    proc.wait(timeout=180)
+    assert proc.returncode == 0, (root / "stderr.txt").read_text()[-3000:]
+    errors = json.load(open(root / "report.json"))["errors"]
+    assert set(errors) == set(FIRST_LINES)
+    for case, expected in FIRST_LINES.items():
+        for lines in errors[case]:  # str(e), then e.message
+            assert lines[:2] == ["Graph execution error:", ""], (case, lines)
+            assert lines[2].startswith(expected), (case, lines)
+

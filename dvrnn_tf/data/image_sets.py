@@ -24,6 +24,7 @@ import urllib.request
 
 import numpy as np
 
+from dvrnn_tf.console import tfds_progress_bars
 from dvrnn_tf.data import array_cache
 
 SPLITS = ("train", "validation", "test")
@@ -245,7 +246,8 @@ def _prepare(builder, name: str, data_dir, manual_dir) -> None:
                 f"unreachable. " + _fix_hint(name))
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     try:
-        builder.download_and_prepare(download_config=config)
+        with tfds_progress_bars():  # on a terminal only: in a log, they would flood it
+            builder.download_and_prepare(download_config=config)
     except NonMatchingChecksumError as e:
         bad = [i.filename for i in url_infos.values() if i.filename and i.filename in str(e)]
         raise DataUnavailableError(

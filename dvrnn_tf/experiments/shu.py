@@ -13,7 +13,9 @@ import os
 import shlex
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from dvrnn_tf.console import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before TensorFlow loads; DVRNN_TF_LOGS=1 shows its own log
 
 from absl import app, flags, logging  # noqa: E402
 

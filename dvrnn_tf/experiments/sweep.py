@@ -9,10 +9,11 @@ seeds, in --out_md / --out_json, and drawn in --pareto_png: swap accuracy agains
 preservation (R² of the morphometrics by style source), coloured by the NLL bound.
 Resumable, like `scripts/results.py` (the same engine: `dvrnn_tf.experiments.runs_table`).
 """
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from dvrnn_tf.console import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before TensorFlow loads; DVRNN_TF_LOGS=1 shows its own log
 
 from dvrnn_tf.experiments.runs_table import ROOT, main as _main  # noqa: E402
 

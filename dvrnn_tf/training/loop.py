@@ -17,6 +17,7 @@ from dvrnn_tf.training.callbacks import (AtomicBackupAndRestore, AtomicModelChec
 from dvrnn_tf.training.factory import build_model
 from dvrnn_tf.training.optimizers import FusedAdam
 from dvrnn_tf.training.phase_timer import PhaseTimer, Stopwatch, timing_report
+from dvrnn_tf.training.progress import progress_callbacks
 from dvrnn_tf.training.run_dir import RunDir, write_json_atomic
 
 # Images in the figure batch (held out, fixed).
@@ -105,7 +106,8 @@ def train(config, callbacks=(), verbose="auto", started=None):
                       verbose=verbose, validation_freq=config.validation_freq,
                       shuffle=False,  # the sampler already draws each epoch afresh
                       callbacks=(_callbacks(config, run, train_sampler, figure_x)
-                                 + list(callbacks) + [timer]))
+                                 + list(callbacks) + [timer]
+                                 + progress_callbacks(verbose, callbacks)))
         train_seconds = watch.seconds["fit"]
 
         with watch("evaluation"):

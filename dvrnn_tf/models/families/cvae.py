@@ -343,12 +343,9 @@ class CVAE(LatentVariableModel):
         }
 
     def _checked_labels(self, y):
-        from dvrnn_tf.checks import after
+        from dvrnn_tf.checks import check_labels
 
-        checks = [tf.debugging.assert_greater_equal(y, 0, message="`y`: labels must be >= 0"),
-                  tf.debugging.assert_less(y, self.num_classes,
-                                           message=f"`y`: labels must be < {self.num_classes}")]
-        return after(checks, y)
+        return check_labels(y, self.num_classes)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
