@@ -42,7 +42,7 @@ FLAG_CASES = {
     "rnn_dim-zero": _below("--rnn_dim=0", "positive integer"),
     "z_dim-zero": _below("--z_dim=0", "positive integer"),
     "f_dim-zero": _below("--f_dim=0", "positive integer"),
-    "seq_len-zero": _below("--seq_len=0", "positive integer"),
+    "seq_len-negative": _below("--seq_len=-3", "non-negative"),
     "batch_size-zero": _below("--batch_size=0", "positive integer"),
     "epochs-zero": _below("--epochs=0", "positive integer"),
     # counts that must not be negative
@@ -76,8 +76,8 @@ FLAG_CASES = {
     "flagfile-missing": (["--flagfile={tmp}/no_such.flags"], ["no_such.flags"]),
     "flagfile-with-unknown-flag": (["{flagfile:--model=vrnn\n--no_such_flag=3\n}"],
                                    ["no_such_flag"]),
-    "flagfile-with-bad-value": (["{flagfile:--model=vrnn\n--seq_len=0\n}"],
-                                ["--seq_len=0", "not a positive integer"]),
+    "flagfile-with-bad-value": (["{flagfile:--model=vrnn\n--z_dim=0\n}"],
+                                ["--z_dim=0", "not a positive integer"]),
 }
 
 
@@ -106,7 +106,7 @@ def test_the_binary_exits_non_zero(tiny_run, tmp_path):
     run_dir, good = tiny_run
     before = snapshot(run_dir)
     cases = {  # name: (flags, words, run directory)
-        "flag": ([_flagfile(tmp_path, "--seq_len=0\n")], "--seq_len=0", tmp_path / "new"),
+        "flag": ([_flagfile(tmp_path, "--z_dim=0\n")], "--z_dim=0", tmp_path / "new"),
         "run-dir": (["--z_dim=3"], "other flags (z_dim)", run_dir),
         "data": (["--dataset=binarized_mnist"], "no 'image' and class 'label'", tmp_path / "new"),
     }

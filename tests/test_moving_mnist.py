@@ -5,7 +5,7 @@ import tensorflow as tf
 from tensorflow_datasets.video.moving_sequence import image_as_moving_sequence
 
 from dvrnn_tf.data import load_split
-from dvrnn_tf.data.moving_mnist import make_moving_mnist, moving_digits
+from dvrnn_tf.data.builders.moving_mnist import make_moving_mnist, moving_digits
 
 M = 300  # MNIST train images used: enough variety, quick to search
 FREE = 64 - 28  # how far a 28 x 28 digit can move on the default 64 x 64 canvas

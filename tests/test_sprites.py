@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dvrnn_tf.data import sprites as S
+from dvrnn_tf.data.builders import sprites as S
 from dvrnn_tf.data.folder_cache import ensure_folder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -280,8 +280,8 @@ def test_ensure_builds_once_under_concurrency(tmp_path):
 def full_cache(sheets, tmp_path_factory):
     """The full data set prepared once, by two threads at once (one builds, one waits)."""
     root = tmp_path_factory.mktemp("sprites_cache")
-    builds, original = [], S._build_into
-    S._build_into = lambda *a: (builds.append(a), original(*a))
+    builds, original = [], S._load_cells  # read once per build
+    S._load_cells = lambda *a: (builds.append(a), original(*a))[1]
     results, start = [], time.perf_counter()
     try:
         threads = [threading.Thread(target=lambda: results.append(S.prepare(sheets, root)))
@@ -291,7 +291,7 @@ def full_cache(sheets, tmp_path_factory):
         for t in threads:
             t.join()
     finally:
-        S._build_into = original
+        S._load_cells = original
     seconds = time.perf_counter() - start
     yield {"root": root, "entries": results, "builds": len(builds), "seconds": seconds}
     shutil.rmtree(root, ignore_errors=True)  # 1.1 GB: not kept among pytest's last runs
@@ -351,8 +351,8 @@ def test_truncated_cache_is_rebuilt(sheets, full_cache, tmp_path, monkeypatch):
             os.link(path, copy / path.name)
     data = (entry / "test-x.npy").read_bytes()
     (copy / "test-x.npy").write_bytes(data[:-4096])
-    builds, original = [], S._build_into
-    monkeypatch.setattr(S, "_build_into", lambda *a: (builds.append(1), original(*a)))
+    builds, original = [], S._load_cells
+    monkeypatch.setattr(S, "_load_cells", lambda *a: (builds.append(1), original(*a))[1])
     try:
         x, _ = S.load(sheets, tmp_path, "test")
         assert len(builds) == 1 and x.shape == (2664, 8, 64, 64, 3)

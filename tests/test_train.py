@@ -36,8 +36,8 @@ class History(keras.callbacks.Callback):
 
 
 def test_config_rejects_what_the_flags_reject():
-    with pytest.raises(ValueError, match="--seq_len=0"):
-        TrainConfig(seq_len=0)
+    with pytest.raises(ValueError, match="--seq_len=-1"):
+        TrainConfig(seq_len=-1)
     with pytest.raises(ValueError, match="--likelihood='poisson'.*bernoulli"):
         TrainConfig(likelihood="poisson")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dvrnn_tf.data import user_sequences
-from dvrnn_tf.data.user_sequences import (SequenceFileError, load_arrays, load_frames,
+from dvrnn_tf.data.builders import user_sequences
+from dvrnn_tf.data.builders.user_sequences import (SequenceFileError, load_arrays, load_frames,
                                           seeded_split)
 
 RNG = np.random.default_rng(7)

@@ -5,7 +5,7 @@ the class; or, with `--layout=rows`, the rows of one image as its T steps. The i
 from `dvrnn_tf.data.image_sets` (test from the set's test split; validation a fixed share of
 its train split).
 """
-from dvrnn_tf.data.image_sequences import LAYOUTS, SequenceSampler
+from dvrnn_tf.data.image_sequences import DEFAULT_SEQ_LEN, LAYOUTS, SequenceSampler
 from dvrnn_tf.data.image_sets import load_split
 from dvrnn_tf.data.registry import SequenceSource, register
 from dvrnn_tf.data.settings import DATA_DIR, MANUAL_DIR, SEQ_LEN
@@ -43,10 +43,10 @@ class ImageClassSequences(SequenceSource):
 
     def _make_split(self, name):
         image_set = self.image_set(name)
-        layout, seq_len = self.values.layout, self.values.seq_len
+        layout, seq_len = self.values.layout, self.values.seq_len or DEFAULT_SEQ_LEN
         if layout == "rows":
             height = image_set.image_shape[0]
-            if seq_len not in (SEQ_LEN.default, height):
+            if self.values.seq_len not in (0, DEFAULT_SEQ_LEN, height):
                 raise ValueError(
                     f"--seq_len={seq_len} contradicts --layout=rows: the time steps are the "
                     f"image's {height} rows (leave --seq_len out or set it to that)")

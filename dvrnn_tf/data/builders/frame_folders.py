@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from dvrnn_tf.data.sequence_errors import SequenceFileError, fail, first_line
+from dvrnn_tf.data.builders.sequence_errors import SequenceFileError, fail, first_line
 
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 LABELS_FILE = "labels.json"

@@ -4,14 +4,9 @@ Every random choice (which digits, start positions, directions) is drawn by a nu
 seeded by ``seed``, so no TF random op runs: the same arguments give the same bytes in any process,
 on any number of cores.
 
-``tfds.video.moving_sequence.image_as_moving_sequence`` defines the result, but it pads one frame
-at a time in a ``tf.map_fn``: measured on the shared 2-core host, 10.5 s for 2,000 two-digit
-sequences of 20 frames through a tf.data map (2 parallel calls), about 50 s for 10,000;
-``tf.vectorized_map`` was no faster (2.7 ms per digit and sequence). Here the same arithmetic runs
-on all sequences at once (about 2 s for 10,000): the trajectory with tfds's ops in tfds's order
-(``x0 + v * t``, reflected into [0, 1] by ``p % 2`` then ``min(2 - p, p)``, in float32), the
-digit's top-left pixel at ``round(trajectory * (size - (H, W)))`` as tfds pads it. The tests
-check the bytes equal ``image_as_moving_sequence``'s, frames and trajectories.
+``tfds.video.moving_sequence.image_as_moving_sequence`` makes every digit path, given its start
+and velocity; it pads one frame at a time, so 10,000 two-digit sequences of 20 frames take
+tens of seconds on two cores, once: the sources cache what this makes.
 """
 from __future__ import annotations
 
@@ -19,10 +14,11 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.util import deprecation
 
 MAX_DIGITS = 2
-# Sequences rendered per numpy step: bounds the index arrays and windows to a few MB.
-_CHUNK = 512
+# Sequences gathered per batch of the tf.data pipeline.
+_CHUNK = 256
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -98,7 +94,8 @@ def make_moving_mnist(images, labels, num_sequences, seq_len=20, num_digits=2, s
 
 def moving_digits(images: np.ndarray, which: np.ndarray, start: np.ndarray,
                   velocity: np.ndarray, seq_len: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The frames ``image_as_moving_sequence`` makes, for given digits, starts and velocities.
+    """The frames tfds's ``image_as_moving_sequence`` makes, for given digits, starts and
+    velocities (one call per digit path, in a parallel, ordered tf.data map).
 
     Args:
       images: ``uint8 [M, H, W, C]`` (checked by the caller).
@@ -109,48 +106,31 @@ def moving_digits(images: np.ndarray, which: np.ndarray, start: np.ndarray,
 
     Returns:
       x ``uint8 [N, T, size, size, C]`` (digits combined by a pixel-wise maximum) and positions
-      ``float32 [N, D, T, 2]``, both equal to tfds's for the same digits, starts and velocities.
+      ``float32 [N, D, T, 2]``.
     """
-    n = which.shape[0]
-    positions = trajectories(start, velocity, seq_len)
-    offsets = pixel_offsets(positions, size, images.shape[1:3])
-    x = np.zeros((n, seq_len, size, size, images.shape[-1]), np.uint8)
-    for lo in range(0, n, _CHUNK):
-        chunk = slice(lo, lo + _CHUNK)
-        _render(x[chunk], images[which[chunk]], offsets[chunk])
+    from tensorflow_datasets.video.moving_sequence import image_as_moving_sequence
+
+    n, num_digits = which.shape
+    digits = tf.constant(images)
+
+    def one_path(index, first, speed):
+        moving = image_as_moving_sequence(tf.gather(digits, index), sequence_length=seq_len,
+                                          output_size=(size, size), velocity=speed,
+                                          start_position=first)
+        return moving.image_sequence, moving.trajectory
+
+    paths = tf.data.Dataset.from_tensor_slices((which.reshape(-1), start.reshape(-1, 2),
+                                                velocity.reshape(-1, 2)))
+    # tfds's map_fn call uses an argument TensorFlow has deprecated: not this user's concern.
+    with deprecation.silence():
+        paths = paths.map(one_path, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    sequences = (paths.batch(num_digits)  # the digits of one sequence
+                 .map(lambda frames, path: (tf.reduce_max(frames, 0), path))
+                 .batch(_CHUNK).prefetch(2))
+    x = np.empty((n, seq_len, size, size, images.shape[-1]), np.uint8)
+    positions = np.empty((n, num_digits, seq_len, 2), np.float32)
+    done = 0
+    for frames, path in sequences:
+        x[done:done + len(frames)], positions[done:done + len(frames)] = frames, path
+        done += len(frames)
     return x, positions
-
-
-def trajectories(start, velocity, seq_len: int) -> np.ndarray:
-    """Bouncing paths ``float32 [..., T, 2]`` from ``start``/``velocity`` ``[..., 2]``, computed
-    with tfds's ops in tfds's order (so the bits equal ``image_as_moving_sequence``'s)."""
-    x0 = tf.convert_to_tensor(start, tf.float32)[..., None, :]
-    v = tf.convert_to_tensor(velocity, tf.float32)[..., None, :]
-    t = tf.range(seq_len, dtype=tf.float32)[:, None]
-    points = (x0 + v * t) % 2
-    return tf.math.minimum(2 - points, points).numpy()
-
-
-def pixel_offsets(positions: np.ndarray, size: int, digit_shape) -> np.ndarray:
-    """Top-left pixel ``int64 [..., T, 2]`` of a digit at ``positions``, rounded as tfds does
-    (half to even)."""
-    free = tf.constant([size - digit_shape[0], size - digit_shape[1]], tf.float32)
-    return tf.cast(tf.math.round(positions * free), tf.int64).numpy()
-
-
-def _render(x: np.ndarray, digits: np.ndarray, offsets: np.ndarray) -> None:
-    """Draws digits ``[B, D, H, W, C]`` at ``offsets [B, D, T, 2]`` into the zeroed contiguous
-    canvas ``x`` ``uint8 [B, T, S, S, C]``, combined by a pixel-wise maximum."""
-    b, num_digits, h, w, c = digits.shape
-    seq_len, size = x.shape[1], x.shape[2]
-    # A writable view of every H x W window of every frame, indexed by its top-left pixel: one
-    # fancy-index assignment places a digit in all frames at once (a digit never overlaps itself).
-    s = x.strides
-    windows = np.lib.stride_tricks.as_strided(
-        x, (b, seq_len, size - h + 1, size - w + 1, h, w, c),
-        (s[0], s[1], s[2], s[3], s[2], s[3], s[4]), writeable=True)
-    seq, step = np.arange(b)[:, None], np.arange(seq_len)[None, :]
-    for k in range(num_digits):
-        at = (seq, step, offsets[:, k, :, 0], offsets[:, k, :, 1])
-        digit = digits[:, k, None]  # [B, 1, H, W, C], broadcast over T
-        windows[at] = np.maximum(windows[at], digit) if k else digit

@@ -18,10 +18,10 @@ import zlib
 
 import numpy as np
 
-from dvrnn_tf.data.frame_folders import load_frames
-from dvrnn_tf.data.sequence_errors import SequenceFileError
-from dvrnn_tf.data.sequence_errors import fail as _fail
-from dvrnn_tf.data.sequence_errors import first_line as _first_line
+from dvrnn_tf.data.builders.frame_folders import load_frames
+from dvrnn_tf.data.builders.sequence_errors import SequenceFileError
+from dvrnn_tf.data.builders.sequence_errors import fail as _fail
+from dvrnn_tf.data.builders.sequence_errors import first_line as _first_line
 
 __all__ = ["CHANNELS", "SequenceFileError", "check_labels", "check_pixels", "load_arrays",
            "load_frames", "seeded_split"]
