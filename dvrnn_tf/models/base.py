@@ -36,10 +36,12 @@ class LatentVariableModel(keras.Model):
         all-reduced) gradient before each update; 0 turns it off.
       seed: seeds the model's `SeedGenerator` (the noise of every latent sample).
       kl_weights: {term: KLWeight, float (a constant beta), or a serialized KLWeight}.
+      gaussian_scale: the standard deviation of likelihood="gaussian_fixed" (None: its
+        default, 0.1); ignored by the other likelihoods.
     """
 
     def __init__(self, image_shape, seq_len=8, likelihood="bernoulli", clip_norm=10.0,
-                 seed=None, kl_weights=None, **kwargs):
+                 seed=None, kl_weights=None, gaussian_scale=None, **kwargs):
         super().__init__(**kwargs)
         image_shape = tuple(int(d) for d in image_shape)
         if len(image_shape) != 3 or min(image_shape) <= 0:
@@ -51,7 +53,7 @@ class LatentVariableModel(keras.Model):
         self.image_shape = image_shape
         self.seq_len = int(seq_len)
         self.x_dim = image_shape[0] * image_shape[1] * image_shape[2]
-        self.likelihood = get_likelihood(likelihood)
+        self.likelihood = get_likelihood(likelihood, gaussian_scale)
         self.clip_norm = float(clip_norm)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
@@ -243,7 +245,8 @@ class LatentVariableModel(keras.Model):
         return {
             **super().get_config(),
             "image_shape": list(self.image_shape), "seq_len": self.seq_len,
-            "likelihood": self.likelihood.name, "clip_norm": self.clip_norm, "seed": self.seed,
+            "likelihood": self.likelihood.name, "gaussian_scale": self.likelihood.scale,
+            "clip_norm": self.clip_norm, "seed": self.seed,
             # A subclass names its weights as constructor arguments (beta_z, beta_f, ...).
             **{f"beta_{k[3:]}": serialize(v) for k, v in self.kl_weights.items()},
         }

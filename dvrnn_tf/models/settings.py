@@ -52,6 +52,25 @@ def kl_weight(values, term: str):
                                 capacity_steps=values["capacity_steps"])
 
 
+GAUSSIAN_SCALE = Setting("gaussian_scale", 0.1, "--likelihood=gaussian_fixed: the standard "
+                         "deviation of every pixel.", lower=1e-4)
+LIKELIHOOD_SETTINGS = (LIKELIHOOD, GAUSSIAN_SCALE)
+
+
+def likelihood_args(values) -> dict:
+    """The observation model's constructor arguments from a family's setting values."""
+    return {"likelihood": values.likelihood, "gaussian_scale": values.gaussian_scale}
+
+
 def network_args(values) -> dict:
     """The frame networks' constructor arguments from a family's setting values."""
     return {s.name: values[s.name] for s in NETWORK_SETTINGS}
+
+
+def check_network(name, values, data) -> None:
+    """A family's `check` for the frame networks: `--network=conv` needs frames the stride-2
+    stack divides (ValueError naming --conv_layers and the frame size)."""
+    from dvrnn_tf.layers.frame_networks import check_conv_shape
+
+    if data is not None and values["network"] == "conv":
+        check_conv_shape(data.image_shape, values["conv_layers"])

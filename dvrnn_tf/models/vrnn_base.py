@@ -8,6 +8,7 @@ from dvrnn_tf.cells import VRNNCell
 from dvrnn_tf.cells.vrnn_cell import dense_rows
 from dvrnn_tf.layers import GaussianHead, costs, mlp, on_rows
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
+from dvrnn_tf.models.networks import FrameNetworks
 
 tfd = tfp.distributions
 
@@ -17,7 +18,7 @@ def _swap(x):
     return tf.transpose(x, [1, 0] + list(range(2, x.shape.rank)))
 
 
-class VRNNBase(LatentVariableModel):
+class VRNNBase(FrameNetworks, LatentVariableModel):
     """The VRNN's layers and recurrences, shared by `VRNN` and the Disentangled VRNN.
 
     Concrete (leaf) models call `self.build()` at the end of their `__init__`: every shape
@@ -28,26 +29,29 @@ class VRNNBase(LatentVariableModel):
       rnn_dim: GRU state size.
       z_dim: style code size per step.
       beta_z: weight of KL_z: a float, a `KLWeight`, or its serialized form.
+      network, conv_channels, conv_layers: the frame encoder phi_x and the decoder's output
+        layer (`dvrnn_tf.models.networks`): "mlp" or "conv".
     """
 
     def __init__(self, image_shape, seq_len=8, hidden_dim=100, rnn_dim=100, z_dim=3,
                  beta_z=1.0, likelihood="bernoulli", clip_norm=10.0, seed=None,
+                 network="mlp", conv_channels=32, conv_layers=4,
                  _extra_kl_weights=None, _cond_dim=0, **kwargs):
         check_positive(hidden_dim=hidden_dim, rnn_dim=rnn_dim, z_dim=z_dim)
         super().__init__(image_shape, seq_len=seq_len, likelihood=likelihood,
                          clip_norm=clip_norm, seed=seed,
                          kl_weights={"kl_z": beta_z, **(_extra_kl_weights or {})}, **kwargs)
         self.hidden_dim, self.rnn_dim, self.z_dim = int(hidden_dim), int(rnn_dim), int(z_dim)
+        self._init_networks(network, conv_channels, conv_layers)
         h = self.hidden_dim
-        self.phi_x = mlp([h, h], name="phi_x")
+        self.phi_x = self.frame_encoder_layer(h)
         self.cell = VRNNCell(rnn_dim=self.rnn_dim, z_dim=self.z_dim, feature_dim=h,
                              hidden_dim=h, cond_dim=_cond_dim, name="vrnn_cell")
         self.rnn = keras.layers.RNN(self.cell, return_sequences=True, name="style_rnn")
         self.prior_net = mlp([h], name="prior_net")
         self.prior = GaussianHead(self.z_dim, name="prior")
         self.decoder_net = mlp([h, h], name="decoder_net")
-        self.decoder_out = keras.layers.Dense(
-            self.x_dim * self.likelihood.params_per_pixel, name="decoder_out")
+        self.decoder_out = self.frame_decoder_layer()
 
     # ---- building blocks, shared with the Disentangled VRNN ----------------------------
 
@@ -142,7 +146,7 @@ class VRNNBase(LatentVariableModel):
 
     def get_config(self):
         return {**super().get_config(), "hidden_dim": self.hidden_dim,
-                "rnn_dim": self.rnn_dim, "z_dim": self.z_dim}
+                "rnn_dim": self.rnn_dim, "z_dim": self.z_dim, **self.network_config()}
 
     # ---- what the metrics and the benchmark read (see `dvrnn_tf.models.registry`) ---------
 
@@ -170,7 +174,7 @@ class VRNNBase(LatentVariableModel):
         (the content path and the decoder's content input are the subclass's)."""
         t, h, r, z = self.seq_len, self.hidden_dim, self.rnn_dim, self.z_dim
         rows = b * t
-        mm = costs.mlp_costs("phi_x", rows, [self.x_dim, h, h], input_grad=False)
+        mm = self.phi_x.step_costs(rows, input_grad=False)
         # The style recurrence (VRNNCell.run_sequence).
         mm += costs.with_backward("style: phi_x @ [posterior | gru input]", rows, h, h + 3 * r)
         if self.cell.cond_dim:
@@ -186,6 +190,5 @@ class VRNNBase(LatentVariableModel):
         # [phi_z, h_{t-1}] per step (a content input, once per sequence, is the subclass's).
         mm += costs.with_backward("decoder_net.dense0", rows, h + r, h)
         mm += costs.with_backward("decoder_net.dense1", rows, h, h)
-        mm += costs.with_backward("decoder_out", rows, h,
-                                  self.x_dim * self.likelihood.params_per_pixel)
+        mm += self.decoder_out.step_costs(rows)
         return mm

@@ -19,11 +19,13 @@ class Likelihood:
     binarize: whether the data pipeline binarizes pixels (dynamic in training, fixed-seed in
       evaluation) for this likelihood; only then is the loss a density in nats.
     params_per_pixel: decoder outputs per pixel.
+    scale: `gaussian_fixed`'s standard deviation (a setting, `--gaussian_scale`).
     """
 
     name: str
     binarize: bool
     params_per_pixel: int = 1
+    scale: float | None = None  # gaussian_fixed: the standard deviation of every pixel
 
     def distribution(self, params: tf.Tensor) -> tfd.Distribution:
         """params [..., params_per_pixel * D] -> distribution with event_shape [D]."""
@@ -36,6 +38,8 @@ class Likelihood:
         elif self.name == "gaussian":
             loc, raw_scale = tf.split(params, 2, axis=-1)
             base = tfd.Normal(loc=tf.sigmoid(loc), scale=tf.nn.softplus(raw_scale) + 1e-3)
+        elif self.name == "gaussian_fixed":
+            base = tfd.Normal(loc=tf.sigmoid(params), scale=tf.cast(self.scale, params.dtype))
         else:  # pragma: no cover - guarded by get_likelihood
             raise ValueError(self.name)
         return tfd.Independent(base, reinterpreted_batch_ndims=1)
@@ -55,7 +59,7 @@ class Likelihood:
 
     def mean(self, params: tf.Tensor) -> tf.Tensor:
         """The expected image in [0, 1], shape [..., D]."""
-        if self.name in ("bernoulli", "bce"):
+        if self.name in ("bernoulli", "bce", "gaussian_fixed"):
             return tf.sigmoid(params)
         if self.name == "gaussian":
             return tf.sigmoid(tf.split(params, 2, axis=-1)[0])
@@ -97,12 +101,21 @@ LIKELIHOODS = {
     "bce": Likelihood("bce", binarize=False),
     "continuous_bernoulli": Likelihood("continuous_bernoulli", binarize=False),
     "gaussian": Likelihood("gaussian", binarize=False, params_per_pixel=2),
+    # A Gaussian of fixed standard deviation (DSVAE's choice for RGB video): the decoder
+    # gives only the mean.
+    "gaussian_fixed": Likelihood("gaussian_fixed", binarize=False, scale=0.1),
 }
 
 
-def get_likelihood(name: str) -> Likelihood:
+def get_likelihood(name: str, gaussian_scale: float | None = None) -> Likelihood:
+    """The observation model `name`; `gaussian_scale` sets `gaussian_fixed`'s sigma."""
     try:
-        return LIKELIHOODS[name]
+        likelihood = LIKELIHOODS[name]
     except KeyError:
         raise ValueError(
             f"Unknown likelihood {name!r}; allowed: {', '.join(LIKELIHOODS)}") from None
+    if likelihood.scale is not None and gaussian_scale is not None:
+        if not gaussian_scale > 0:
+            raise ValueError(f"`gaussian_scale` must be > 0, got {gaussian_scale}")
+        likelihood = dataclasses.replace(likelihood, scale=float(gaussian_scale))
+    return likelihood

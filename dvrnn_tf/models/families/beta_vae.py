@@ -11,13 +11,14 @@ import tensorflow_probability as tfp
 from dvrnn_tf.layers import GaussianHead, costs, diag_gaussian, kl_diag_gaussians, mlp, on_rows
 from dvrnn_tf.models import settings as ms
 from dvrnn_tf.models.base import LatentVariableModel, check_positive, no_content_terms
+from dvrnn_tf.models.networks import FrameNetworks
 from dvrnn_tf.models.registry import ModelFamily, register
 
 tfd = tfp.distributions
 
 
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
-class BetaVAE(LatentVariableModel):
+class BetaVAE(FrameNetworks, LatentVariableModel):
     """beta-VAE (Higgins et al. 2017) with an optional capacity schedule (Burgess et al. 2018).
 
     Generative model, per frame: z ~ p(z) = N(0, I) (event_shape [z_dim]),
@@ -30,20 +31,23 @@ class BetaVAE(LatentVariableModel):
       hidden_dim: width of the encoder's and decoder's hidden layers.
       z_dim: latent size (2 by default, so the latent space can be drawn: paper Fig. 3).
       beta_z: weight of KL_z: a float (constant beta), a `KLWeight`, or its serialized form.
+      network, conv_channels, conv_layers: the encoder's frame network and the decoder's
+        output layer (`dvrnn_tf.models.networks`): "mlp" or "conv".
     """
 
     def __init__(self, image_shape, seq_len=8, hidden_dim=512, z_dim=2, beta_z=1.0,
-                 likelihood="bernoulli", clip_norm=10.0, seed=None, **kwargs):
+                 likelihood="bernoulli", clip_norm=10.0, seed=None, network="mlp",
+                 conv_channels=32, conv_layers=4, **kwargs):
         check_positive(hidden_dim=hidden_dim, z_dim=z_dim)
         super().__init__(image_shape, seq_len=seq_len, likelihood=likelihood,
                          clip_norm=clip_norm, seed=seed, kl_weights={"kl_z": beta_z}, **kwargs)
         self.hidden_dim, self.z_dim = int(hidden_dim), int(z_dim)
+        self._init_networks(network, conv_channels, conv_layers)
         h = self.hidden_dim
-        self.encoder_net = mlp([h, h], name="encoder_net")
+        self.encoder_net = self.frame_encoder_layer(h, name="encoder_net")
         self.posterior = GaussianHead(self.z_dim, name="posterior")
         self.decoder_net = mlp([h, h], name="decoder_net")
-        self.decoder_out = keras.layers.Dense(
-            self.x_dim * self.likelihood.params_per_pixel, name="decoder_out")
+        self.decoder_out = self.frame_decoder_layer()
         self.build()
 
     def build(self, input_shape=None):
@@ -124,7 +128,8 @@ class BetaVAE(LatentVariableModel):
 
     def get_config(self):
         # The base class adds image_shape, seq_len, likelihood, clip_norm, seed and beta_z.
-        return {**super().get_config(), "hidden_dim": self.hidden_dim, "z_dim": self.z_dim}
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "z_dim": self.z_dim,
+                **self.network_config()}
 
     # ---- what the metrics and the benchmark read (see `dvrnn_tf.models.registry`) ---------
 
@@ -155,17 +160,17 @@ class BetaVAE(LatentVariableModel):
     def step_costs(self, batch_size):
         """Every matmul of one training step on `batch_size` sequences (`layers.costs`)."""
         rows, h, z = int(batch_size) * self.seq_len, self.hidden_dim, self.z_dim
-        return (costs.mlp_costs("encoder_net", rows, [self.x_dim, h, h], input_grad=False)
+        return (self.encoder_net.step_costs(rows, input_grad=False)
                 + costs.with_backward("posterior loc|scale", rows, h, 2 * z)
                 + costs.mlp_costs("decoder_net", rows, [z, h, h])
-                + costs.with_backward("decoder_out", rows, h,
-                                      self.x_dim * self.likelihood.params_per_pixel))
+                + self.decoder_out.step_costs(rows))
 
 
 def _build(name, values, data, *, seed, clip_norm):
     return BetaVAE(data.image_shape, seq_len=data.seq_len, hidden_dim=values.hidden_dim,
                    z_dim=values.z_dim, beta_z=ms.kl_weight(values, "z"),
-                   likelihood=values.likelihood, clip_norm=clip_norm, seed=seed)
+                   **ms.likelihood_args(values), **ms.network_args(values),
+                   clip_norm=clip_norm, seed=seed)
 
 
 def _latent_analysis(model, train, held_out, out_dir, seed):
@@ -183,7 +188,8 @@ def _latent_analysis(model, train, held_out, out_dir, seed):
 
 FAMILY = register(ModelFamily(
     names=("beta_vae",), model_class=BetaVAE,
-    settings=(ms.LIKELIHOOD, ms.HIDDEN_DIM, ms.Z_DIM, *ms.KL_Z_SETTINGS),
-    build=_build, analyses=_latent_analysis,
+    settings=(*ms.LIKELIHOOD_SETTINGS, *ms.NETWORK_SETTINGS, ms.HIDDEN_DIM, ms.Z_DIM,
+              *ms.KL_Z_SETTINGS),
+    build=_build, check=ms.check_network, analyses=_latent_analysis,
     metrics=("likelihood", "judge", "style_leakage", "knn"),
     summary="the first paper's beta-VAE of single frames (capacity schedule optional)"))

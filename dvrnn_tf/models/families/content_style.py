@@ -30,6 +30,7 @@ import tensorflow_probability as tfp
 from dvrnn_tf.layers import GaussianHead, costs, diag_gaussian, kl_diag_gaussians, mlp, on_rows
 from dvrnn_tf.models import settings as ms
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
+from dvrnn_tf.models.networks import FrameNetworks
 from dvrnn_tf.models.registry import ModelFamily, register
 from dvrnn_tf.settings import Setting
 from dvrnn_tf.models.generation import ContentStyleGeneration
@@ -38,7 +39,7 @@ tfd = tfp.distributions
 
 
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
-class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
+class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel):
     """Global content f, per-frame style z_t, and a decoder that sees only (z_t, f).
 
     Shapes: x [B, T, H, W, C]; q(f | x): batch_shape [B], event_shape [f_dim];
@@ -50,11 +51,14 @@ class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
       beta_f, beta_z: KL weights (float or `KLWeight`).
       kl_z_free_bits: nats per frame of KL_z that cost nothing (0: plain beta-weighted KL).
       style_sees_content: q(z_t | x_t, f) if True, else q(z_t | x_t).
+      network, conv_channels, conv_layers: the frame encoder phi_x and the decoder's output
+        layer (`dvrnn_tf.models.networks`): "mlp" or "conv".
     """
 
     def __init__(self, image_shape, seq_len=8, hidden_dim=256, f_dim=16, z_dim=8, beta_f=1.0,
                  beta_z=1.0, kl_z_free_bits=0.0, style_sees_content=True,
-                 likelihood="bernoulli", clip_norm=10.0, seed=None, **kwargs):
+                 likelihood="bernoulli", clip_norm=10.0, seed=None, network="mlp",
+                 conv_channels=32, conv_layers=4, **kwargs):
         check_positive(hidden_dim=hidden_dim, f_dim=f_dim, z_dim=z_dim)
         if not (kl_z_free_bits >= 0 and math.isfinite(kl_z_free_bits)):
             raise ValueError(f"`kl_z_free_bits` must be a finite number >= 0 (nats per frame), "
@@ -65,8 +69,9 @@ class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
         self.hidden_dim, self.f_dim, self.z_dim = int(hidden_dim), int(f_dim), int(z_dim)
         self.kl_z_free_bits = float(kl_z_free_bits)
         self.style_sees_content = bool(style_sees_content)
+        self._init_networks(network, conv_channels, conv_layers)
         h = self.hidden_dim
-        self.phi_x = mlp([h, h], name="phi_x")
+        self.phi_x = self.frame_encoder_layer(h)
         self.content_net = mlp([h], name="content_net")
         self.content = GaussianHead(self.f_dim, name="content")
         self.phi_f = mlp([h], name="phi_f")
@@ -74,8 +79,7 @@ class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
         self.style = GaussianHead(self.z_dim, name="style")
         self.phi_z = mlp([h], name="phi_z")
         self.decoder_net = mlp([h, h], name="decoder_net")
-        self.decoder_out = keras.layers.Dense(
-            self.x_dim * self.likelihood.params_per_pixel, name="decoder_out")
+        self.decoder_out = self.frame_decoder_layer()
         self.build()
 
     def build(self, input_shape=None):
@@ -215,14 +219,14 @@ class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
         # The base class adds image_shape, seq_len, likelihood, clip_norm, seed and the betas.
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "f_dim": self.f_dim,
                 "z_dim": self.z_dim, "kl_z_free_bits": self.kl_z_free_bits,
-                "style_sees_content": self.style_sees_content}
+                "style_sees_content": self.style_sees_content, **self.network_config()}
 
     def step_costs(self, batch_size):
         """Every matmul of one training step on `batch_size` sequences (`layers.costs`)."""
         b, h, f, z = int(batch_size), self.hidden_dim, self.f_dim, self.z_dim
         rows = b * self.seq_len
         style_in = 2 * h if self.style_sees_content else h
-        mm = costs.mlp_costs("phi_x", rows, [self.x_dim, h, h], input_grad=False)
+        mm = self.phi_x.step_costs(rows, input_grad=False)
         # Content: the mean of the frames' features, one row per sequence.
         mm += costs.with_backward("content_net.dense0", b, h, h)
         mm += costs.with_backward("content loc|scale", b, h, 2 * f)
@@ -232,9 +236,7 @@ class ContentStyleVAE(ContentStyleGeneration, LatentVariableModel):
         mm += costs.with_backward("style loc|scale", rows, h, 2 * z)
         mm += costs.with_backward("phi_z", rows, z, h)
         mm += costs.mlp_costs("decoder_net", rows, [2 * h, h, h])
-        mm += costs.with_backward("decoder_out", rows, h,
-                                  self.x_dim * self.likelihood.params_per_pixel)
-        return mm
+        return mm + self.decoder_out.step_costs(rows)
 
 
 KL_Z_FREE_BITS = Setting("kl_z_free_bits", 0.0, "Nats per frame of KL_z that cost nothing "
@@ -248,16 +250,16 @@ def _build(name, values, data, *, seed, clip_norm):
         data.image_shape, seq_len=data.seq_len, hidden_dim=values.hidden_dim,
         f_dim=values.f_dim, z_dim=values.z_dim, beta_f=ms.kl_weight(values, "f"),
         beta_z=ms.kl_weight(values, "z"), kl_z_free_bits=values.kl_z_free_bits,
-        style_sees_content=values.style_sees_content, likelihood=values.likelihood,
-        clip_norm=clip_norm, seed=seed)
+        style_sees_content=values.style_sees_content, **ms.likelihood_args(values),
+        **ms.network_args(values), clip_norm=clip_norm, seed=seed)
 
 
 FAMILY = register(ModelFamily(
     names=("content_style",), aliases={"disentangled": "content_style"},
     model_class=ContentStyleVAE,
-    settings=(ms.LIKELIHOOD, ms.HIDDEN_DIM, ms.Z_DIM, ms.F_DIM, *ms.KL_Z_SETTINGS,
-              *ms.KL_F_SETTINGS, KL_Z_FREE_BITS, STYLE_SEES_CONTENT),
-    build=_build,
+    settings=(*ms.LIKELIHOOD_SETTINGS, *ms.NETWORK_SETTINGS, ms.HIDDEN_DIM, ms.Z_DIM, ms.F_DIM,
+              *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS, KL_Z_FREE_BITS, STYLE_SEES_CONTENT),
+    build=_build, check=ms.check_network,
     metrics=("likelihood", "judge", "swap", "label_preservation", "style_leakage",
              "style_preservation"),
     summary="this package's content/style VAE: f from pooled frames, z_t from one frame, a "

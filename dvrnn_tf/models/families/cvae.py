@@ -380,13 +380,13 @@ def _build(name, values, data, *, seed, clip_norm):
     return CVAE(data.image_shape, num_classes=data.factor(CLASS_FACTOR).num_classes,
                 seq_len=data.seq_len, hidden_dim=values.hidden_dim, z_dim=values.z_dim,
                 split_encoder=values.split_encoder, split_decoder=values.split_decoder,
-                beta_z=ms.kl_weight(values, "z"), likelihood=values.likelihood,
+                beta_z=ms.kl_weight(values, "z"), **ms.likelihood_args(values),
                 clip_norm=clip_norm, seed=seed)
 
 
 FAMILY = register(ModelFamily(
     names=("cvae",), model_class=CVAE,
-    settings=(ms.LIKELIHOOD, ms.HIDDEN_DIM, ms.Z_DIM, *ms.KL_Z_SETTINGS, SPLIT_ENCODER,
+    settings=(*ms.LIKELIHOOD_SETTINGS, ms.HIDDEN_DIM, ms.Z_DIM, *ms.KL_Z_SETTINGS, SPLIT_ENCODER,
               SPLIT_DECODER),
     build=_build, check=_check, metrics=(),
     summary="the second paper's conditional VAE p(x | y, z), with split layers"))

@@ -194,14 +194,15 @@ def _build(name, values, data, *, seed, clip_norm):
         data.image_shape, variant=name, seq_len=data.seq_len, hidden_dim=values.hidden_dim,
         rnn_dim=values.rnn_dim, z_dim=values.z_dim, f_dim=values.f_dim,
         beta_z=ms.kl_weight(values, "z"), beta_f=ms.kl_weight(values, "f"),
-        likelihood=values.likelihood, clip_norm=clip_norm, seed=seed)
+        **ms.likelihood_args(values), **ms.network_args(values), clip_norm=clip_norm,
+        seed=seed)
 
 
 FAMILY = register(ModelFamily(
     names=VARIANTS, model_class=DisentangledVRNN,
-    settings=(ms.LIKELIHOOD, ms.HIDDEN_DIM, ms.RNN_DIM, ms.Z_DIM, ms.F_DIM, *ms.KL_Z_SETTINGS,
-              *ms.KL_F_SETTINGS),
-    build=_build,
+    settings=(*ms.LIKELIHOOD_SETTINGS, *ms.NETWORK_SETTINGS, ms.HIDDEN_DIM, ms.RNN_DIM,
+              ms.Z_DIM, ms.F_DIM, *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS),
+    build=_build, check=ms.check_network,
     metrics=("likelihood", "judge", "swap", "label_preservation", "style_leakage",
              "style_preservation"),
     summary="the first paper's Disentangled VRNN: content f and per-step style z_t; *full*: "

@@ -83,11 +83,13 @@ class VRNN(VRNNBase):
 def _build(name, values, data, *, seed, clip_norm):
     return VRNN(data.image_shape, seq_len=data.seq_len, hidden_dim=values.hidden_dim,
                 rnn_dim=values.rnn_dim, z_dim=values.z_dim, beta_z=ms.kl_weight(values, "z"),
-                likelihood=values.likelihood, clip_norm=clip_norm, seed=seed)
+                **ms.likelihood_args(values), **ms.network_args(values), clip_norm=clip_norm,
+                seed=seed)
 
 
 FAMILY = register(ModelFamily(
     names=("vrnn",), model_class=VRNN,
-    settings=(ms.LIKELIHOOD, ms.HIDDEN_DIM, ms.RNN_DIM, ms.Z_DIM, *ms.KL_Z_SETTINGS),
-    build=_build, metrics=("likelihood", "judge", "style_leakage"),
+    settings=(*ms.LIKELIHOOD_SETTINGS, *ms.NETWORK_SETTINGS, ms.HIDDEN_DIM, ms.RNN_DIM,
+              ms.Z_DIM, *ms.KL_Z_SETTINGS),
+    build=_build, check=ms.check_network, metrics=("likelihood", "judge", "style_leakage"),
     summary="the Variational RNN: per-step codes z_t with a learned prior p(z_t | h_{t-1})"))
