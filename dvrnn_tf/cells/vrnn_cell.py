@@ -235,11 +235,27 @@ def gru_last_state(gru, inputs, time_major=False):
     matmul outside the (unrolled) loop; falls back to calling the layer when T is not static
     or the layer is configured otherwise.
     """
+    if gru.return_sequences:
+        raise ValueError("gru_last_state needs a GRU with return_sequences=False")
+    return _gru_run(gru, inputs, time_major, sequence=False)
+
+
+def gru_states(gru, inputs, time_major=False):
+    """`gru(inputs)` for a keras.layers.GRU with return_sequences=True, from a zero state:
+    every state h_1..h_T, [B, T, units] ([T, B, units] if time_major); fused like
+    `gru_last_state`."""
+    if not gru.return_sequences:
+        raise ValueError("gru_states needs a GRU with return_sequences=True")
+    return _gru_run(gru, inputs, time_major, sequence=True)
+
+
+def _gru_run(gru, inputs, time_major, sequence):
     cell = gru.cell
     steps = inputs.shape[0 if time_major else 1]
-    if (steps is None or steps > MAX_UNROLL or not fusable_gru(cell) or gru.return_sequences
-            or gru.return_state or gru.go_backwards):
-        return gru(_time_major(inputs) if time_major else inputs)
+    if (steps is None or steps > MAX_UNROLL or not fusable_gru(cell) or gru.return_state
+            or gru.go_backwards):
+        out = gru(_time_major(inputs) if time_major else inputs)
+        return _time_major(out) if time_major and sequence else out
     dt = gru.compute_dtype
     inputs = tf.convert_to_tensor(inputs, dt)
     if not time_major:
@@ -248,8 +264,13 @@ def gru_last_state(gru, inputs, time_major=False):
     x_t = tf.unstack(dense_rows(inputs, _read(cell.kernel, dt), b_in), num=steps)
     kernel = _read(cell.recurrent_kernel, dt)
     h = tf.zeros([tf.shape(inputs)[1], cell.units], dt)
+    states = []
     for t in range(steps):
         # h_0 = 0: its product with the recurrent kernel is 0.
         inner = b_rec if t == 0 else tf.nn.bias_add(tf.matmul(h, kernel), b_rec)
         h = gru_gates(cell, x_t[t], inner, h)
-    return h
+        states.append(h)
+    if not sequence:
+        return h
+    out = tf.stack(states)
+    return out if time_major else _time_major(out)

@@ -10,8 +10,10 @@ each leak is closed by construction:
   invariant, so f can hold what the frames share (the class) but cannot say which frame
   looks how: per-frame style has no place in f.
 * style: q(z_t | x_t, f) sees one frame (and f, so it can encode the frame *relative to* its
-  content); the prior is p(z_t) = N(0, I) for every t (the frames of a sequence are
-  independent draws, so a recurrent prior p(z_t | z_{<t}) has nothing to learn).
+  content); the prior is p(z_t) = N(0, I) for every t when the frames of a sequence are
+  independent draws (the papers' MNIST sequences: a recurrent prior has nothing to learn),
+  or, for video, p(z_t | z_<t) from a GRU over the earlier codes (`style_prior="recurrent"`,
+  DSVAE's dynamics prior), so that generated codes carry motion.
 * decoder: p(x_t | z_t, f), no recurrent state: a frame's style reaches it only through z_t
   and the content only through f (which is cheaper to use: its KL is paid once per
   sequence, a class carried in z would be paid at every frame).
@@ -27,7 +29,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from dvrnn_tf.layers import GaussianHead, costs, diag_gaussian, kl_diag_gaussians, mlp, on_rows
+from dvrnn_tf.layers import GaussianHead, costs, kl_diag_gaussians, mlp, on_rows
+from dvrnn_tf.layers.style_prior import RecurrentStylePrior
 from dvrnn_tf.models import settings as ms
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
 from dvrnn_tf.models.networks import FrameNetworks
@@ -36,6 +39,7 @@ from dvrnn_tf.settings import Setting
 from dvrnn_tf.models.generation import ContentStyleGeneration
 
 tfd = tfp.distributions
+STYLE_PRIORS = ("normal", "recurrent")
 
 
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
@@ -53,13 +57,19 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
       style_sees_content: q(z_t | x_t, f) if True, else q(z_t | x_t).
       network, conv_channels, conv_layers: the frame encoder phi_x and the decoder's output
         layer (`dvrnn_tf.models.networks`): "mlp" or "conv".
+      style_prior: "normal", p(z_t) = N(0, I) for every frame (independent frames, the
+        papers' MNIST sequences); or "recurrent", p(z_t | z_<t) from a GRU over the earlier
+        codes (`RecurrentStylePrior`, DSVAE's dynamics prior: video, where z carries motion).
     """
 
     def __init__(self, image_shape, seq_len=8, hidden_dim=256, f_dim=16, z_dim=8, beta_f=1.0,
                  beta_z=1.0, kl_z_free_bits=0.0, style_sees_content=True,
                  likelihood="bernoulli", clip_norm=10.0, seed=None, network="mlp",
-                 conv_channels=32, conv_layers=4, **kwargs):
+                 conv_channels=32, conv_layers=4, style_prior="normal", **kwargs):
         check_positive(hidden_dim=hidden_dim, f_dim=f_dim, z_dim=z_dim)
+        if style_prior not in STYLE_PRIORS:
+            raise ValueError(f"`style_prior` must be one of {', '.join(STYLE_PRIORS)}, got "
+                             f"{style_prior!r}")
         if not (kl_z_free_bits >= 0 and math.isfinite(kl_z_free_bits)):
             raise ValueError(f"`kl_z_free_bits` must be a finite number >= 0 (nats per frame), "
                              f"got {kl_z_free_bits}")
@@ -80,10 +90,15 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
         self.phi_z = mlp([h], name="phi_z")
         self.decoder_net = mlp([h, h], name="decoder_net")
         self.decoder_out = self.frame_decoder_layer()
+        self.style_prior = style_prior
+        self.style_prior_net = (RecurrentStylePrior(self.z_dim, h, name="style_prior")
+                                if style_prior == "recurrent" else None)
         self.build()
 
     def build(self, input_shape=None):
         h = self.hidden_dim
+        if self.style_prior_net is not None:
+            self.style_prior_net.build()
         self.phi_x.build((None, None, self.x_dim))
         self.content_net.build((None, h))
         self.content.build((None, h))
@@ -147,7 +162,8 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
         steps = tf.shape(x)[1]
         x_flat, q, phi_f = self._infer(x, *self._noise(x, sample=True))
         params = self.decoder_params(q["z_sample"], phi_f)
-        kl_z = tf.reduce_mean(kl_diag_gaussians(q["z_loc"], q["z_scale"]))  # per frame
+        prior = self.style_prior_params(q["z_sample"])  # on the sampled path
+        kl_z = tf.reduce_mean(kl_diag_gaussians(q["z_loc"], q["z_scale"], *prior))  # per frame
         # One f per sequence: its KL shared by the T frames (nats per image).
         kl_f = tf.reduce_mean(kl_diag_gaussians(q["f_loc"], q["f_scale"]))
         kl_f = kl_f / tf.cast(steps, kl_f.dtype)
@@ -162,6 +178,18 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
 
     iwae_proposal = "q(f|x) prod_t q(z_t|x_t,f), joint per sequence"
 
+    def style_prior_params(self, z):
+        """p(z_t | z_<t) along codes z [B, T, z_dim]: (loc, scale), or (None, None) for the
+        standard normal prior."""
+        if self.style_prior_net is None:
+            return None, None
+        return self.style_prior_net.params(z)
+
+    def sample_style(self, n):
+        """z_{1:T} ~ the style prior: [n, T, z_dim]."""
+        eps = self.normal_noise((n, self.seq_len, self.z_dim))
+        return eps if self.style_prior_net is None else self.style_prior_net.sample(eps)
+
     def posterior_terms(self, x, eps_z, eps_f):
         """What `dvrnn_tf.metrics.likelihood.forward_terms` needs (see there): one sample of
         q(f | x) q(z | x, f) per row, its log densities and the analytic KLs."""
@@ -173,12 +201,15 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
         q_f = tfd.Normal(q["f_loc"], q["f_scale"])
         q_z = tfd.Normal(q["z_loc"], q["z_scale"])
         std = tfd.Normal(0.0, 1.0)
-        kl_f_dims, kl_z_dims = q_f.kl_divergence(std), q_z.kl_divergence(std)
+        p_loc, p_scale = self.style_prior_params(q["z_sample"])
+        p_z = std if p_loc is None else tfd.Normal(tf.cast(p_loc, tf.float32),
+                                                   tf.cast(p_scale, tf.float32))
+        kl_f_dims, kl_z_dims = q_f.kl_divergence(std), q_z.kl_divergence(p_z)
         return {
             "log_px": tf.reduce_sum(log_px, -1, keepdims=True),
             "log_pf": tf.reduce_sum(std.log_prob(q["f_sample"]), -1, keepdims=True),
             "log_qf": tf.reduce_sum(q_f.log_prob(q["f_sample"]), -1, keepdims=True),
-            "log_pz": tf.reduce_sum(std.log_prob(q["z_sample"]), [-2, -1])[:, None],
+            "log_pz": tf.reduce_sum(p_z.log_prob(q["z_sample"]), [-2, -1])[:, None],
             "log_qz": tf.reduce_sum(q_z.log_prob(q["z_sample"]), [-2, -1])[:, None],
             "kl_z": tf.reduce_sum(kl_z_dims, -1), "kl_z_dims": kl_z_dims,
             "kl_f": tf.reduce_sum(kl_f_dims, -1), "kl_f_dims": kl_f_dims,
@@ -202,24 +233,20 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
 
     def decode(self, f, z=None):
         """Images from content f ([n, f_dim], or [n, T, f_dim]: one per step) and style z
-        ([n, T, z_dim]; None: z_t ~ p(z_t) = N(0, I)). Returns [n, T, H, W, C]."""
+        ([n, T, z_dim]; None: z_{1:T} from the style prior). Returns [n, T, H, W, C]."""
         f = tf.convert_to_tensor(f, self.compute_dtype)
         if z is None:
-            z = self.normal_noise((tf.shape(f)[0], self.seq_len, self.z_dim))
+            z = self.sample_style(tf.shape(f)[0])
         z = tf.convert_to_tensor(z, self.compute_dtype)
         mean = self.likelihood.mean(self.decoder_params(z, self.phi_f(f)))
         return self.unflatten_frames(tf.cast(mean, self.compute_dtype))
-
-    def prior_distribution(self, batch_shape):
-        """p(z_t) = N(0, I): batch_shape `batch_shape`, event_shape [z_dim]."""
-        zeros = tf.zeros(tf.concat([batch_shape, [self.z_dim]], 0), self.compute_dtype)
-        return diag_gaussian(zeros, tf.ones_like(zeros))
 
     def get_config(self):
         # The base class adds image_shape, seq_len, likelihood, clip_norm, seed and the betas.
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "f_dim": self.f_dim,
                 "z_dim": self.z_dim, "kl_z_free_bits": self.kl_z_free_bits,
-                "style_sees_content": self.style_sees_content, **self.network_config()}
+                "style_sees_content": self.style_sees_content, "style_prior": self.style_prior,
+                **self.network_config()}
 
     def step_costs(self, batch_size):
         """Every matmul of one training step on `batch_size` sequences (`layers.costs`)."""
@@ -236,11 +263,16 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
         mm += costs.with_backward("style loc|scale", rows, h, 2 * z)
         mm += costs.with_backward("phi_z", rows, z, h)
         mm += costs.mlp_costs("decoder_net", rows, [2 * h, h, h])
+        if self.style_prior_net is not None:
+            mm += self.style_prior_net.step_costs(b, self.seq_len)
         return mm + self.decoder_out.step_costs(rows)
 
 
 KL_Z_FREE_BITS = Setting("kl_z_free_bits", 0.0, "Nats per frame of KL_z that cost nothing "
                          "(free bits: keeps the style code from collapsing).", lower=0.0)
+STYLE_PRIOR = Setting("style_prior", "normal", "p(z_t) = N(0, I) for every frame (`normal`), "
+                      "or p(z_t | z_<t) from a GRU over the earlier codes (`recurrent`, "
+                      "DSVAE's dynamics prior, for video).", choices=STYLE_PRIORS)
 STYLE_SEES_CONTENT = Setting("style_sees_content", True, "The style posterior is "
                              "q(z_t | x_t, f) (else q(z_t | x_t)).")
 
@@ -250,7 +282,8 @@ def _build(name, values, data, *, seed, clip_norm):
         data.image_shape, seq_len=data.seq_len, hidden_dim=values.hidden_dim,
         f_dim=values.f_dim, z_dim=values.z_dim, beta_f=ms.kl_weight(values, "f"),
         beta_z=ms.kl_weight(values, "z"), kl_z_free_bits=values.kl_z_free_bits,
-        style_sees_content=values.style_sees_content, **ms.likelihood_args(values),
+        style_sees_content=values.style_sees_content, style_prior=values.style_prior,
+        **ms.likelihood_args(values),
         **ms.network_args(values), clip_norm=clip_norm, seed=seed)
 
 
@@ -258,7 +291,8 @@ FAMILY = register(ModelFamily(
     names=("content_style",), aliases={"disentangled": "content_style"},
     model_class=ContentStyleVAE,
     settings=(*ms.LIKELIHOOD_SETTINGS, *ms.NETWORK_SETTINGS, ms.HIDDEN_DIM, ms.Z_DIM, ms.F_DIM,
-              *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS, KL_Z_FREE_BITS, STYLE_SEES_CONTENT),
+              *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS, KL_Z_FREE_BITS, STYLE_SEES_CONTENT,
+              STYLE_PRIOR),
     build=_build, check=ms.check_network,
     metrics=("likelihood", "judge", "swap", "label_preservation", "style_leakage",
              "style_preservation"),
