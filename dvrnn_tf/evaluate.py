@@ -4,14 +4,16 @@ Loads the run's `checkpoints/last.keras` and `config.json`, computes every metri
 that applies to its model on the held-out split, and writes `eval.json` (each figure with the
 seed, split, K and sample counts that produced it) and a one-page `report.png` beside them.
 
-Metrics (``--metrics``, comma-separated, default all that apply):
+Metrics (``--metrics``, comma-separated, default all that apply to the run's model and data;
+each model family and each data source declares which):
   likelihood          -ELBO, IWAE bound (K = --iwae_k), KL_f, KL_z, active units; every model
   judge               the judge's accuracy on held-out frames and on the model's reconstructions
-  swap                swap accuracy, overall and per time step           (full, factorized, disentangled)
-  label_preservation  fixed content, varied style                        (full, factorized, disentangled)
-  style_leakage       linear probes on posterior samples of z (and f)    every model
-  style_preservation  morphometric variance shares                      (full, factorized, disentangled)
-  knn                 kNN class accuracy of latent means                 (beta_vae)
+  swap                swap accuracy, overall and per time step      (models with f and z)
+  label_preservation  fixed content, varied style                   (models with f and z)
+  probes              linear probes on posterior samples of f and z against every factor
+                      label of the data, static and per frame (was: style_leakage)
+  style_preservation  morphometric variance shares                  (models with f and z)
+  knn                 kNN class accuracy of latent means            (beta_vae)
 
 The library (`evaluate_run`, `EvalOptions`, `summarize`, ...) is `dvrnn_tf.metrics.evaluation`,
 re-exported here; this module's flags are defined only when it runs as the program (so that

@@ -76,8 +76,9 @@ def _print_outputs(config, payload):
 
     run = RunDir(_abspath(config.run_dir))
     terms = ", ".join(f"{k}={v:.3f}" for k, v in payload["per_image_nats"].items())
-    print(f"\nHeld-out ({payload['split']}, {payload['num_sequences']} sequences), nats per image: "
-          f"{terms}; -ELBO {payload['neg_elbo_per_image']:.3f}")
+    print(f"\nHeld-out ({payload['split']}, {payload['num_sequences']} sequences), nats per frame: "
+          f"{terms}; -ELBO {payload['neg_elbo_per_image']:.3f} "
+          f"({payload['bits_per_dim']:.4f} bits/dim)")
     print(f"Run directory: {run.root}")
     for label, path in [("resolved flags", run.flags), ("metrics", run.metrics),
                         ("checkpoints", run.checkpoints), ("resume state", run.backup),

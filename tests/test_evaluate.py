@@ -49,7 +49,7 @@ def test_evaluate_binary_end_to_end(runs, judge_dir, tmp_path):
     assert result["likelihood"]["num_sequences"] == result["held_out_sequences"] == 45
     assert result["likelihood"]["iwae"]["nats_per_image"] <= (
         result["likelihood"]["neg_elbo"]["nats_per_image"] + 1.0)
-    for metric in ("swap", "label_preservation", "style_leakage", "style_preservation", "judge"):
+    for metric in ("swap", "label_preservation", "probes", "style_preservation", "judge"):
         assert metric in result, metric
         assert result[metric].get("seed", result["eval_seed"]) == 0
     assert len(result["swap"]["per_step"]) == 8
@@ -61,8 +61,8 @@ def test_evaluate_binary_end_to_end(runs, judge_dir, tmp_path):
 
 
 @pytest.mark.parametrize("model, present, skipped", [
-    ("vrnn", ["likelihood", "style_leakage", "judge"], ["swap", "knn", "style_preservation"]),
-    ("beta_vae", ["likelihood", "knn", "style_leakage"], ["swap", "label_preservation"]),
+    ("vrnn", ["likelihood", "probes", "judge"], ["swap", "knn", "style_preservation"]),
+    ("beta_vae", ["likelihood", "knn", "probes"], ["swap", "label_preservation"]),
 ])
 def test_every_model_gets_the_metrics_that_apply(runs, judge_dir, tmp_path, model, present,
                                                  skipped):
@@ -77,7 +77,7 @@ def test_every_model_gets_the_metrics_that_apply(runs, judge_dir, tmp_path, mode
     if model == "beta_vae":
         assert 0.0 <= result["knn"]["accuracy"] <= 1.0
         assert result["likelihood"]["iwae"]["proposal"] == "q(z|x) per frame"
-        assert "f" not in result["style_leakage"]
+        assert "f" not in result["probes"]
 
 
 def _fake_run(path, config=None, checkpoint=False):
@@ -187,7 +187,7 @@ def test_a_model_no_metric_applies_to_is_refused():
     with pytest.raises(EvaluationError, match="no metric.*'cvae'.*measures"):
         _select_metrics("all", "cvae", open_source("digits"))
     chosen, skipped = _select_metrics("all", "factorized", open_source("digits", {"layout": "rows"}))
-    assert chosen == ["likelihood", "style_leakage"] and "layout=rows" in skipped["swap"]
+    assert chosen == ["likelihood", "probes"] and "layout=rows" in skipped["swap"]
 
 
 def test_sweep_of_variants_writes_one_table(tmp_path, judge_dir):

@@ -9,6 +9,7 @@ import pytest
 
 from dvrnn_tf.data import load_split
 from dvrnn_tf.metrics import disentanglement as dis
+from dvrnn_tf.metrics import probes
 from dvrnn_tf.metrics import judge as judge_lib
 from dvrnn_tf.metrics import likelihood as lik
 from dvrnn_tf.metrics import morphometry as morph
@@ -113,11 +114,46 @@ def _labelled(n, seed):
 
 def test_probes_find_a_class_code_and_not_noise():
     (train_x, train_y), (test_x, test_y) = _labelled(1500, 0), _labelled(500, 1)
-    out = dis.style_leakage(CodeStub(), train_x, train_y, test_x, test_y)
+    out = probes.style_leakage(CodeStub(), train_x, train_y, test_x, test_y)
     assert out["f"] > 0.95
     for key in ("z_sequence", "z_frame"):
         assert abs(out[key] - 0.1) < 0.05, (key, out[key])
-    assert out["chance"] == pytest.approx(dis.majority_share(test_y))
+    assert out["chance"] == pytest.approx(probes.majority_share(test_y))
+
+
+class MotionStub:
+    """f carries a static class, z_t a per-frame position (x[:, t, 0, 0, 1]); nothing else."""
+
+    def __init__(self, seed=0):
+        self.rng = np.random.default_rng(seed)
+
+    def encode(self, x, sample=True):
+        x = np.asarray(x)
+        label = x[:, 0, 0, 0, 0].astype(np.int64)
+        f = np.eye(4)[label] * 5 + self.rng.normal(size=(len(x), 4))
+        z = np.stack([x[:, :, 0, 0, 1], self.rng.normal(size=x.shape[:2])], -1)
+        return {"f_loc": f, "f_sample": f, "z_loc": z, "z_sample": z}
+
+
+def _moving(n, seed):
+    rng = np.random.default_rng(seed)
+    kind, where = rng.integers(0, 4, n), rng.uniform(size=(n, 3))
+    x = np.zeros((n, 3, 1, 1, 2), np.float32)
+    x[:, :, 0, 0, 0], x[:, :, 0, 0, 1] = kind[:, None], where
+    return x, {"kind": kind, "where": where[..., None].astype(np.float32)}
+
+
+def test_factor_probes_read_each_factor_from_the_code_that_carries_it():
+    from dvrnn_tf.data import Factor
+
+    factors = [Factor("kind", 4), Factor("where", None, per_frame=True, shape=(1,))]
+    (train_x, train_y), (test_x, test_y) = _moving(800, 0), _moving(300, 1)
+    out = probes.factor_probes(MotionStub(), train_x, train_y, test_x, test_y, factors)["factors"]
+    kind, where = out["kind"], out["where"]
+    assert kind["metric"] == "accuracy" and kind["f"] > 0.95
+    assert abs(kind["z_sequence"] - kind["chance"]) < 0.1, kind
+    assert where["metric"] == "r2" and where["chance"] == 0.0
+    assert where["z_frame"] > 0.99 and abs(where["f"]) < 0.05, where
 
 
 # ---- the judge --------------------------------------------------------------------------------

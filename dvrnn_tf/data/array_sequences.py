@@ -61,6 +61,17 @@ class ArraySequences(pipeline.EpochSampler):
 
     binarize = property(lambda self: self._binarize)
 
+    def examples(self, limit: int = 0):
+        """`limit` sequences evenly spaced over the split (0: all), as numpy (x, labels): a
+        file ordered by content (Sprites: a character's 9 motions in a row) is sampled
+        across its contents, not just its first rows."""
+        if not limit or limit >= self._n:
+            return self.arrays()
+        index = tf.constant(np.linspace(0, self._n - 1, limit).round().astype(np.int64))
+        x, labels = self._batch(tf.constant(0, tf.int64), limit, None, index,
+                                binarize_now=False)
+        return x.numpy(), {k: v.numpy() for k, v in labels.items()}
+
     def _plan(self, key, total: int, shuffle: bool):
         if not shuffle:
             return tf.range(total, dtype=tf.int64) % self._n

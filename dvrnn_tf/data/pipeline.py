@@ -175,6 +175,12 @@ class EpochSampler:
         y = tf.nest.map_structure(lambda *parts: np.concatenate(parts)[:limit or None], *labels)
         return x, y
 
+    def examples(self, limit: int = 0):
+        """`limit` evaluation elements spread over the split (0: all), as numpy (x, labels):
+        what figures and evaluation measures read. Here the first `limit` (a sampler whose
+        evaluation order is already shuffled); an ordered one spreads them (`ArraySequences`)."""
+        return self.arrays(limit)
+
     # -- pipeline pieces (all run inside tf.data functions) -----------------------------------
 
     def _start_epoch(self):

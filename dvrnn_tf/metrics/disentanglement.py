@@ -1,5 +1,5 @@
-"""Disentanglement metrics (DESIGN 4): label preservation, swap accuracy, style leakage probes,
-style preservation by morphometrics, and the beta-VAE's kNN accuracy.
+"""Disentanglement metrics (DESIGN 4): label preservation, swap accuracy, style preservation by
+morphometrics, and the beta-VAE's kNN accuracy (the probes: `dvrnn_tf.metrics.probes`).
 
 Each function takes a model (duck-typed: only the methods it names are called), a judge (a
 Keras classifier of single images, see `dvrnn_tf.metrics.judge`) and held-out sequences
@@ -13,9 +13,6 @@ import contextlib
 import inspect
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from dvrnn_tf.metrics import morphometry
 from dvrnn_tf.metrics.judge import predict
@@ -135,26 +132,6 @@ def swap_accuracy(model, judge, x, y, seed: int = 0, batch_size: int = 256) -> d
             "seed": int(seed)}
 
 
-# ---- probes ----------------------------------------------------------------------------------
-
-def probe_accuracy(train_x, train_y, test_x, test_y, seed: int = 0) -> float:
-    """Test accuracy of a linear probe (standardized features, multinomial logistic regression)."""
-    train_x = np.asarray(train_x, np.float64).reshape(len(train_x), -1)
-    test_x = np.asarray(test_x, np.float64).reshape(len(test_x), -1)
-    if len(np.unique(train_y)) < 2:
-        return float(np.mean(np.asarray(test_y) == np.asarray(train_y)[0]))
-    probe = make_pipeline(StandardScaler(),
-                          LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
-    probe.fit(train_x, np.asarray(train_y))
-    return float(probe.score(test_x, np.asarray(test_y)))
-
-
-def majority_share(y) -> float:
-    """The accuracy of always answering the most frequent class (the probes' chance level)."""
-    counts = np.bincount(np.asarray(y))
-    return float(counts.max() / counts.sum())
-
-
 def _codes(model, x, sample: bool, batch_size: int):
     """model.encode over x in batches; `sample` reaches models whose encode takes it (the
     VRNN's and the beta-VAE's encode always sample, and return the means beside the samples)."""
@@ -164,38 +141,6 @@ def _codes(model, x, sample: bool, batch_size: int):
         out = model.encode(x[a:b], sample=sample) if takes_sample else model.encode(x[a:b])
         return {k: _np(v) for k, v in out.items()}
     return _batched(enc, len(x), batch_size)
-
-
-def style_leakage(model, train_x, train_y, test_x, test_y, seed: int = 0,
-                  batch_size: int = 256) -> dict:
-    """Linear probes predicting the class from posterior *samples* of the codes.
-
-    z_sequence: the concatenated z_1..z_T of a sequence; z_frame: each z_t alone (one example
-    per frame); f: the content code. Near chance for z and near the judge for f is what a
-    disentangled model shows. z_means / f_means: the same probes on posterior means, reported
-    beside them only to show why samples are used (a collapsed posterior still has means that
-    separate classes by tiny offsets).
-    Trained on train_x (the train split), scored on test_x.
-    """
-    train_x, test_x = _np(train_x), _np(test_x)
-    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
-    with seeded(model, seed):
-        tr = _codes(model, train_x, True, batch_size)
-        te = _codes(model, test_x, True, batch_size)
-    t = train_x.shape[1]
-    out = {"chance": majority_share(test_y), "train_sequences": int(len(train_y)),
-           "test_sequences": int(len(test_y)), "seed": int(seed),
-           "features": "posterior samples, standardized; multinomial logistic regression"}
-    out["z_sequence"] = probe_accuracy(tr["z_sample"], train_y, te["z_sample"], test_y, seed)
-    zf_tr = tr["z_sample"].reshape(-1, tr["z_sample"].shape[-1])
-    zf_te = te["z_sample"].reshape(-1, te["z_sample"].shape[-1])
-    out["z_frame"] = probe_accuracy(zf_tr, np.repeat(train_y, t), zf_te, np.repeat(test_y, t),
-                                    seed)
-    out["z_means"] = probe_accuracy(tr["z_loc"], train_y, te["z_loc"], test_y, seed)
-    if "f_sample" in tr:
-        out["f"] = probe_accuracy(tr["f_sample"], train_y, te["f_sample"], test_y, seed)
-        out["f_means"] = probe_accuracy(tr["f_loc"], train_y, te["f_loc"], test_y, seed)
-    return out
 
 
 # ---- style preservation ------------------------------------------------------------------------
@@ -271,4 +216,5 @@ def knn_latent_accuracy(model, train_images, train_labels, test_images, test_lab
     test_codes = encode_means(model, test_images)
     return {"accuracy": knn_accuracy(train_codes, train_labels, test_codes, test_labels, k=k),
             "k": int(k), "n_train": int(len(train_labels)), "n_test": int(len(test_labels)),
-            "chance": majority_share(test_labels)}
+            # The majority class's share: what answering one class for everything scores.
+            "chance": float(np.bincount(np.asarray(test_labels)).max() / len(test_labels))}

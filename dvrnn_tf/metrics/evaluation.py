@@ -15,8 +15,10 @@ import os
 import pathlib
 import time
 
-METRICS = ("likelihood", "judge", "swap", "label_preservation", "style_leakage",
+METRICS = ("likelihood", "judge", "swap", "label_preservation", "probes",
            "style_preservation", "knn")
+# Former metric names, still accepted by --metrics.
+ALIASES = {"style_leakage": "probes"}
 
 
 def applies_to(metric: str) -> tuple:
@@ -130,7 +132,8 @@ def _select_metrics(requested: str, model_name: str, source):
 
     family_metrics = get_family(model_name).metrics
     data_metrics = source.applicable_metrics()
-    names = [m.strip() for m in requested.split(",") if m.strip()] or ["all"]
+    names = [ALIASES.get(m.strip(), m.strip()) for m in requested.split(",") if m.strip()]
+    names = names or ["all"]
     explicit = names != ["all"]
     if explicit:
         unknown = [m for m in names if m not in METRICS]
@@ -157,9 +160,8 @@ def _select_metrics(requested: str, model_name: str, source):
 
 
 def _sequences(split, limit):
-    """The first `limit` evaluation sequences of a split (0: all): (x, class labels) numpy."""
-    x, labels = split.arrays(limit)
-    return x, labels["class"].astype("int64")
+    """`limit` evaluation sequences of a split (0: all), spread over it: (x, labels) numpy."""
+    return split.examples(limit)
 
 
 def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> dict:
@@ -222,7 +224,8 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
     except (OSError, ValueError):
         result["training"] = None
 
-    x, y = _sequences(held_out, opts.eval_sequences)
+    x, labels = _sequences(held_out, opts.eval_sequences)
+    y = labels["class"].astype("int64") if "class" in labels else None
     judge = None
     if any(m in chosen for m in ("judge", "swap", "label_preservation")):
         start = time.perf_counter()
@@ -266,11 +269,8 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
         elif m == "label_preservation":
             result[m] = timed(m, lambda: dis.label_preservation(
                 model, judge, x, y, num_styles=opts.num_styles, seed=opts.seed))
-        elif m == "style_leakage":
-            train_x, train_y = _sequences(source.split("train"), opts.probe_sequences)
-            result[m] = timed(m, lambda: dis.style_leakage(model, train_x, train_y, x, y,
-                                                           seed=opts.seed))
-            result[m]["train_split"], result[m]["test_split"] = "train", opts.split
+        elif m == "probes":
+            result[m] = timed(m, lambda: _probes(model, source, held_out, x, labels, opts))
         elif m == "style_preservation":
             value = timed(m, lambda: dis.style_preservation(
                 model, x, y, num_styles=opts.style_sources, seed=opts.seed))
@@ -298,6 +298,21 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
     write_json_atomic(out_dir / "eval.json", _finite(result))
     result["eval_json"] = str(out_dir / "eval.json")
     return result
+
+
+def _probes(model, source, held_out, x, labels, opts):
+    """Probes of every factor of the source; a "class" factor's also flat, as DESIGN 4's
+    style-leakage numbers (probe_z, probe_f in the summary)."""
+    from dvrnn_tf.metrics.probes import factor_probes
+
+    train_x, train_labels = _sequences(source.split("train"), opts.probe_sequences)
+    out = factor_probes(model, train_x, train_labels, x, labels, held_out.factors,
+                        seed=opts.seed)
+    if "class" in out["factors"]:
+        out.update({k: v for k, v in out["factors"]["class"].items()
+                    if k not in ("kind", "metric")})
+    out["train_split"], out["test_split"] = "train", opts.split
+    return out
 
 
 def _finite(value):
@@ -339,8 +354,12 @@ def summarize(result) -> dict:
         s["swap_later_steps"] = result["swap"]["later_steps"]
     if "label_preservation" in result:
         s["label_preservation"] = result["label_preservation"]["posterior_f"]["accuracy"]
-    if "style_leakage" in result:
-        leak = result["style_leakage"]
+    for name, probes in result.get("probes", {}).get("factors", {}).items():
+        for code in ("f", "z_sequence", "z_frame"):
+            if code in probes:
+                s[f"probe_{code}[{name}]"] = probes[code]
+    if "chance" in result.get("probes", {}):  # a "class" factor: DESIGN 4's style leakage
+        leak = result["probes"]
         # A beta-VAE's frames are independent images: its probe is per frame (a sequence's
         # 8 codes of one class would reveal the class by their number alone).
         s["probe_z"] = leak["z_frame"] if result.get("independent_frames") else leak["z_sequence"]

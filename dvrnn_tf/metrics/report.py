@@ -31,7 +31,7 @@ def _text_lines(result):
     lik = result.get("likelihood")
     if lik:
         iwae = lik.get("iwae")
-        lines.append(f"-ELBO {_fmt(lik['neg_elbo']['nats_per_image'], 2)} nats/image "
+        lines.append(f"-ELBO {_fmt(lik['neg_elbo']['nats_per_image'], 2)} nats/frame "
                      f"({_fmt(lik['neg_elbo']['bits_per_dim'], 4)} bits/dim)"
                      + (f";  IWAE NLL bound (K={iwae['k']}) {_fmt(iwae['nats_per_image'], 2)} "
                         f"({_fmt(iwae['bits_per_dim'], 4)} bits/dim)" if iwae else "")
@@ -98,7 +98,7 @@ def write_report(model, result, x, y, extras, path, seed=0):
         else:
             _show_grid(fig.add_subplot(grid[1:3, 1]), recon,
                        "data / reconstruction pairs, then prior samples")
-            if getattr(model, "independent_frames", False):  # a latent space of images
+            if getattr(model, "independent_frames", False) and y is not None:  # by class
                 _latent_scatter(fig.add_subplot(grid[1:3, 0]), model, x, y)
     _kl_bars(fig.add_subplot(grid[2, 2]), result)
     _probe_bars(fig.add_subplot(grid[3, 0]), result)
@@ -139,9 +139,12 @@ def _latent_scatter(ax, model, x, y):
 
 
 def _probe_bars(ax, result):
-    leak = result.get("style_leakage")
+    leak = result.get("probes")
     if not leak:
         ax.axis("off")
+        return
+    if "chance" not in leak:  # no class label: every factor's f and z probes
+        _factor_probe_bars(ax, leak["factors"])
         return
     keys = [k for k in ("z_sequence", "z_frame", "f", "z_means", "f_means") if k in leak]
     values = [leak[k] for k in keys]
@@ -155,6 +158,24 @@ def _probe_bars(ax, result):
     ax.set_ylim(0, 1.05)
     ax.set_title("linear probes: class from posterior samples\n(grey: from means, misleading)",
                  fontsize="small")
+    ax.legend(fontsize="x-small")
+
+
+def _factor_probe_bars(ax, factors):
+    """Per factor: the probe from f and from z (sequence, else frame), chance as a tick."""
+    names = list(factors)
+    for i, name in enumerate(names):
+        probes = factors[name]
+        z = probes.get("z_sequence", probes.get("z_frame"))
+        ax.bar(i - 0.2, probes.get("f", 0.0), width=0.4, color="tab:orange",
+               label="from f" if i == 0 else None)
+        ax.bar(i + 0.2, z, width=0.4, color="tab:blue", label="from z" if i == 0 else None)
+        ax.plot([i - 0.4, i + 0.4], [probes["chance"]] * 2, color="red",
+                label="chance" if i == 0 else None)
+    ax.set_xticks(range(len(names)), names, fontsize="x-small", rotation=30)
+    ax.set_ylim(min(0.0, *(p.get("f", 0.0) for p in factors.values())), 1.05)
+    ax.set_title("linear probes on posterior samples, per factor\n(accuracy; R^2 for "
+                 "continuous factors)", fontsize="small")
     ax.legend(fontsize="x-small")
 
 

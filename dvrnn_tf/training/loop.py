@@ -14,7 +14,7 @@ from dvrnn_tf.objectives import get_likelihood
 from dvrnn_tf.training import distribute
 from dvrnn_tf.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint,
                                          NonFiniteGuard)
-from dvrnn_tf.training.factory import build_model
+from dvrnn_tf.training.factory import build_model, check_model
 from dvrnn_tf.training.optimizers import FusedAdam
 from dvrnn_tf.training.phase_timer import PhaseTimer, Stopwatch, timing_report
 from dvrnn_tf.training.progress import progress_callbacks
@@ -86,6 +86,7 @@ def train(config, callbacks=(), verbose="auto", started=None):
             tf.config.experimental.enable_op_determinism()
         strategy = distribute.make_strategy(config)  # first: it may split the CPU into devices
         train_sampler, eval_sampler = make_samplers(config)  # outside strategy.scope()
+        check_model(config, data_spec(train_sampler))  # before the run directory is touched
         run = RunDir(_abspath(config.run_dir))
     # A non-chief worker writes to a temporary directory; the dtype policy holds inside.
     with distribute.task_run_dir(config, strategy, run) as run, run.claim(config):
@@ -98,7 +99,7 @@ def train(config, callbacks=(), verbose="auto", started=None):
             steps = config.steps_per_epoch or train_sampler.steps_per_epoch(config.batch_size)
             train_ds = train_sampler.dataset(config.batch_size, training=True, steps=steps)
             eval_ds = eval_sampler.dataset(config.batch_size, training=False)
-            figure_x = next(iter(eval_sampler.dataset(FIGURE_BATCH, training=False)))[0]
+            figure_x = tf.constant(eval_sampler.examples(FIGURE_BATCH)[0])
 
         with watch("fit"):
             # The timer last: its epoch end comes after every other callback's.
@@ -152,7 +153,7 @@ def _metrics_payload(config, model, held_out, eval_sampler, train_seconds):
         "bits_per_dim": neg_elbo / (model.x_dim * np.log(2.0)),
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "train_seconds_this_process": train_seconds,
-        "units": "per_image_nats: nats per image, each sequence's total divided by T",
+        "units": "per_image_nats: nats per frame (image), each sequence's total divided by T",
     }
 
 

@@ -32,7 +32,7 @@ SEQUENCES = Setting("moving_mnist_sequences", 10000, "Moving MNIST: training seq
 class MovingMNIST(SequenceSource):
     name = "moving_mnist"
     settings = (MANUAL_DIR, DATA_DIR, SEQ_LEN, DIGITS, SEQUENCES, DATA_SEED)
-    metrics = ("likelihood", "style_leakage")
+    metrics = ("likelihood", "probes")
     summary = "Moving MNIST: 1 or 2 digits bouncing over 64x64, T frames (default 20)"
 
     @property

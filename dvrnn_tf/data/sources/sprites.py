@@ -30,7 +30,7 @@ FACTORS = (*(Factor(name, sprites.VARIANTS) for name in sprites.STATIC_FACTORS),
 class Sprites(SequenceSource):
     name = "sprites"
     settings = (MANUAL_DIR, DATA_DIR, VALIDATION_CHARACTERS)
-    metrics = ("likelihood", "style_leakage")
+    metrics = ("likelihood", "probes")
     summary = "Sprites: 8 frames of 64x64x3, 1296 characters x 9 motions (--manual_dir: sheets)"
 
     @classmethod

@@ -57,7 +57,7 @@ def _fingerprint(path: str) -> str:
 class _UserSequences(SequenceSource):
     prefixed = True
     settings = (DATA_DIR, DATA_SEED, VALIDATION_FRACTION, TEST_FRACTION)
-    metrics = ("likelihood", "style_leakage")
+    metrics = ("likelihood", "probes")
 
     def _read(self):
         raise NotImplementedError

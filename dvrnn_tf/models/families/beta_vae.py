@@ -191,5 +191,5 @@ FAMILY = register(ModelFamily(
     settings=(*ms.LIKELIHOOD_SETTINGS, *ms.NETWORK_SETTINGS, ms.HIDDEN_DIM, ms.Z_DIM,
               *ms.KL_Z_SETTINGS),
     build=_build, check=ms.check_network, analyses=_latent_analysis,
-    metrics=("likelihood", "judge", "style_leakage", "knn"),
+    metrics=("likelihood", "judge", "probes", "knn"),
     summary="the first paper's beta-VAE of single frames (capacity schedule optional)"))

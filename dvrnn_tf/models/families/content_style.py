@@ -294,7 +294,7 @@ FAMILY = register(ModelFamily(
               *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS, KL_Z_FREE_BITS, STYLE_SEES_CONTENT,
               STYLE_PRIOR),
     build=_build, check=ms.check_network,
-    metrics=("likelihood", "judge", "swap", "label_preservation", "style_leakage",
+    metrics=("likelihood", "judge", "swap", "label_preservation", "probes",
              "style_preservation"),
     summary="this package's content/style VAE: f from pooled frames, z_t from one frame, a "
             "decoder that reads only (z_t, f)"))

@@ -203,7 +203,7 @@ FAMILY = register(ModelFamily(
     settings=(*ms.LIKELIHOOD_SETTINGS, *ms.NETWORK_SETTINGS, ms.HIDDEN_DIM, ms.RNN_DIM,
               ms.Z_DIM, ms.F_DIM, *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS),
     build=_build, check=ms.check_network,
-    metrics=("likelihood", "judge", "swap", "label_preservation", "style_leakage",
+    metrics=("likelihood", "judge", "swap", "label_preservation", "probes",
              "style_preservation"),
     summary="the first paper's Disentangled VRNN: content f and per-step style z_t; *full*: "
             "the style path sees f, *factorized*: it does not"))

@@ -91,5 +91,5 @@ FAMILY = register(ModelFamily(
     names=("vrnn",), model_class=VRNN,
     settings=(*ms.LIKELIHOOD_SETTINGS, *ms.NETWORK_SETTINGS, ms.HIDDEN_DIM, ms.RNN_DIM,
               ms.Z_DIM, *ms.KL_Z_SETTINGS),
-    build=_build, check=ms.check_network, metrics=("likelihood", "judge", "style_leakage"),
+    build=_build, check=ms.check_network, metrics=("likelihood", "judge", "probes"),
     summary="the Variational RNN: per-step codes z_t with a learned prior p(z_t | h_{t-1})"))
