@@ -213,6 +213,12 @@ def test_sweep_of_variants_writes_one_table(tmp_path, judge_dir):
     assert data["configs"]["cs"]["aggregate"]["swap_accuracy"]["n"] == 2  # its own seeds
     table = (out / "t.md").read_text()
     assert "| content/style |" in table and "--kl_z_free_bits=0.5" in table
+    # A sweep chooses settings on validation; test stays unread.
+    assert data["eval_options"]["split"] == "validation" and "`validation`" in table
+    run = tmp_path / "runs" / "cs-s1"
+    assert json.loads((run / "eval-validation" / "eval.json").read_text())["split"] == \
+        "validation"
+    assert not (run / "eval.json").exists()
     # Tiny untrained models draw blank images: no morphometrics, so no plot, but the table.
     assert "style_r2_by_style" in data["pareto_skipped"]
 

@@ -129,8 +129,16 @@ def _merge_json(path, values):
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def eval_dir(job: Job, eval_options: dict) -> pathlib.Path:
+    """Where a run's evaluation on a split goes: the run directory for test (the numbers a
+    table reports), `eval-<split>/` inside it for the split a sweep selects on."""
+    split = eval_options.get("split", "test")
+    return job.run_dir if split == "test" else job.run_dir / f"eval-{split}"
+
+
 def eval_is_current(job: Job, eval_options: dict) -> bool:
-    path, checkpoint = job.run_dir / "eval.json", job.run_dir / "checkpoints" / "last.keras"
+    path = eval_dir(job, eval_options) / "eval.json"
+    checkpoint = job.run_dir / "checkpoints" / "last.keras"
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -142,20 +150,22 @@ def eval_is_current(job: Job, eval_options: dict) -> bool:
     return all(done.get(k) == v for k, v in eval_options.items() if k not in _LOCATIONS)
 
 
-_LOCATIONS = ("data_dir", "manual_dir", "judge_dir")
+_LOCATIONS = ("data_dir", "manual_dir", "judge_dir", "output_dir")
 
 
 def evaluate_job(job: Job, eval_options: dict, in_process: bool) -> dict:
+    out = eval_dir(job, eval_options)
     if eval_is_current(job, eval_options):
-        return json.loads((job.run_dir / "eval.json").read_text())
-    _log(f"evaluating {job.name}")
+        return json.loads((out / "eval.json").read_text())
+    _log(f"evaluating {job.name} on {eval_options.get('split', 'test')}")
     start = time.perf_counter()
+    options = {**eval_options, "output_dir": str(out)}
     if in_process:
         from dvrnn_tf.metrics.evaluation import evaluate_run
-        evaluate_run(job.run_dir, **eval_options)
+        evaluate_run(job.run_dir, **options)
     else:
         args = [f"--{k}={v}" if not isinstance(v, bool) else (f"--{k}" if v else f"--no{k}")
-                for k, v in eval_options.items()]
+                for k, v in options.items()]
         proc = subprocess.run([sys.executable, "-m", "dvrnn_tf.evaluate",
                                f"--run_dir={job.run_dir}", *args], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -165,8 +175,7 @@ def evaluate_job(job: Job, eval_options: dict, in_process: bool) -> dict:
                                f"{job.run_dir / 'eval.log'}:\n{proc.stdout[-2000:]}")
     _merge_json(job.run_dir / "results_timing.json",
                 {"eval_wall_seconds": time.perf_counter() - start})
-    return json.loads((job.run_dir / "eval.json").read_text())
-
+    return json.loads((out / "eval.json").read_text())
 
 
 # ---- variants ------------------------------------------------------------------------------
@@ -247,6 +256,9 @@ def main(argv, *, description, default_variants, defaults, prog):
     p.add_argument("--eval_sequences", type=int, default=1000)
     p.add_argument("--probe_sequences", type=int, default=5000)
     p.add_argument("--eval_seed", type=int, default=0)
+    p.add_argument("--eval_split", default="test", choices=("validation", "test"),
+                   help="The split measured: validation to choose settings (a sweep), test "
+                        "for the numbers a table reports.")
     p.add_argument("--judge_dir", default="")
     p.add_argument("--in_process", action="store_true",
                    help="Train and evaluate in this process (tests); default: a subprocess each.")
@@ -294,6 +306,7 @@ def main(argv, *, description, default_variants, defaults, prog):
     eval_options = {"iwae_k": args.iwae_k, "iwae_sequences": args.iwae_sequences,
                     "eval_sequences": args.eval_sequences,
                     "probe_sequences": args.probe_sequences, "seed": args.eval_seed,
+                    "split": args.eval_split,
                     "data_dir": args.data_dir,
                     "manual_dir": args.manual_dir if args.dataset != "digits" else ""}
     if args.judge_dir:
@@ -340,7 +353,8 @@ def main(argv, *, description, default_variants, defaults, prog):
             else str(job.flagfile), "overrides": variant.overrides, "seeds": {}})
         entry["seeds"][str(job.seed)] = {"run_dir": str(job.run_dir), "summary": summary,
                                          "timing": timing,
-                                         "eval_json": str(job.run_dir / "eval.json")}
+                                         "eval_json": str(eval_dir(job, eval_options) /
+                                                          "eval.json")}
     results["missing_runs"] = missing
     if missing:
         _log(f"not in the table (not trained or not evaluated yet): {', '.join(missing)}")

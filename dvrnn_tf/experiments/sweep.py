@@ -4,7 +4,8 @@
         --seeds=0,1,2 --iwae_k=100 --iwae_sequences=250
 
 Each line of the variants file is `name | label | flag file | --flag=value ...`; every
-(variant, seed) is trained, evaluated (`dvrnn_tf.evaluate`) and tabulated, mean ± std over
+(variant, seed) is trained, evaluated (`dvrnn_tf.evaluate`, on the validation split: a sweep
+chooses settings; `--eval_split=test` for reported numbers) and tabulated, mean ± std over
 seeds, in --out_md / --out_json, and drawn in --pareto_png: swap accuracy against style
 preservation (R² of the morphometrics by style source), coloured by the NLL bound.
 Resumable, like `scripts/results.py` (the same engine: `dvrnn_tf.experiments.runs_table`).
@@ -23,6 +24,8 @@ DEFAULTS = {
     "out_md": str(ROOT / "docs" / "disentanglement.md"),
     "out_json": str(ROOT / "docs" / "disentanglement.json"),
     "pareto_png": str(ROOT / "docs" / "figures" / "pareto.png"),
+    # A sweep chooses settings: it measures validation (test is for the reported numbers).
+    "eval_split": "validation",
 }
 
 

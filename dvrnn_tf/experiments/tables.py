@@ -114,7 +114,10 @@ def write_table(results: dict, out_md: pathlib.Path):
         *([f"![Pareto plot]({os.path.relpath(results['pareto_png'], out_md.parent)})", ""]
           if results.get("pareto_png") else []),
         "Columns (held-out split: "
-        f"`{ev.get('split', 'test')}`; nats per image; likelihood `bernoulli` on the test set "
+        f"`{ev.get('split', 'test')}`"
+        + (" - the split settings are chosen on; test is read only for reported numbers"
+           if ev.get("split") == "validation" else "")
+        + f"; nats per frame; likelihood `bernoulli` on the {ev.get('split', 'test')} set "
         "binarized once):",
         f"- **NLL ≤ (IWAE)**: the importance-weighted bound with K = {ev.get('iwae_k')} samples "
         "of f and z jointly per sequence (per frame for the β-VAE), "
