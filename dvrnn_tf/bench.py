@@ -9,11 +9,14 @@ here). Also the input pipeline alone (`SequenceSampler.dataset`, binarize="dynam
 sequences per second, next to what training consumes.
 
 Configurations: `reference` is the first paper's code (x 784, features and GRU 100, f 20,
-z 3, T 8, batch 128 sequences, Bernoulli); `large` has hidden and GRU 512, z 32, batch 256.
+z 3, T 8, batch 128 sequences, Bernoulli); `large` has hidden and GRU 512, z 32, batch 256;
+`sprites` is video: 64x64x3 frames, T 8, the conv network and codes of flags/sprites.flags,
+in float32 and mixed_bfloat16 (the roofline then times bfloat16 products).
 Training data are synthetic binary sequences (a constant batch: the step is timed, not the
 pipeline, which is timed on its own).
 """
 import json
+import os
 import sys
 
 from dvrnn_tf.console import quiet_tensorflow  # noqa: E402
@@ -45,6 +48,9 @@ flags.DEFINE_integer("pipeline_batches", 100, "Batches the input pipeline is tim
                      lower_bound=10)
 flags.DEFINE_string("data_dir", "", "tfds data_dir for --pipeline_data=mnist.")
 flags.DEFINE_string("manual_dir", "", "tfds manual_dir for --pipeline_data=mnist.")
+flags.DEFINE_string("sprites_dir", os.path.join(os.path.dirname(__file__), "..", "..",
+                                                 "shared", "data", "sprites"),
+                    "The Sprites sheets (the `sprites` configuration's input pipeline).")
 flags.DEFINE_string("out", "", "Write the results as JSON here.")
 flags.DEFINE_bool("isolate", True, "Time each (model, configuration, XLA) case in a fresh "
                   "process (same starting state for every case; per-case peak memory).")
@@ -70,7 +76,8 @@ def main(argv):
         steps=FLAGS.steps, warmup=FLAGS.warmup, roofline_repeats=FLAGS.roofline_repeats,
         pipeline_data=FLAGS.pipeline_data, pipeline_batches=FLAGS.pipeline_batches,
         data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, log=print,
-        isolate=FLAGS.isolate, steps_per_execution=FLAGS.steps_per_execution)
+        isolate=FLAGS.isolate, steps_per_execution=FLAGS.steps_per_execution,
+        sprites_dir=os.path.abspath(FLAGS.sprites_dir))
     print(format_table(payload["results"], payload["pipeline"]))
     if FLAGS.out:
         with open(FLAGS.out, "w") as f:

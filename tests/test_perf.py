@@ -166,3 +166,23 @@ def test_benchmark_on_a_tiny_configuration():
     assert pipeline["sequences_per_s"] > 0 and pipeline["ratio_to_fastest_training"] > 0
     table = bench.format_table(payload["results"], payload["pipeline"])
     assert "factorized" in table and "input pipeline" in table
+
+
+def test_benchmark_of_a_flag_file_configuration_in_both_precisions():
+    """The `sprites` kind of configuration: the model settings of a flag file (here
+    flags/sprites.flags on small frames), timed in float32 and mixed_bfloat16, each against
+    a roofline of its own convolution and matmul shapes in its compute dtype."""
+    from dvrnn_tf.perf import benchmark as bench
+
+    small = {"video": {**bench.CONFIGS["sprites"], "image_shape": (16, 16, 3),
+                       "batch_size": 2}}
+    payload = bench.run_benchmark(["content_style"], small, ["off", "on"], steps=2, warmup=0,
+                                  roofline_repeats=2, roofline_max_reps=2, pipeline_data="none",
+                                  isolate=False)
+    cases = [(r["xla"], r["precision"]) for r in payload["results"]]
+    assert cases == [("off", "float32"), ("off", "mixed_bfloat16")]  # the config's own XLA
+    ops = {s.get("op") for r in payload["results"] for s in r["roofline_shapes"]}
+    assert {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"} <= ops
+    assert all(r["roofline_ms"]["median"] > 0 and np.isfinite(r["final_loss"])
+               for r in payload["results"])
+    assert "mixed_bfloat16" in bench.format_table(payload["results"], [])

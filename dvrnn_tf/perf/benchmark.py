@@ -11,8 +11,23 @@ CONFIGS = {
     "reference": dict(hidden_dim=100, rnn_dim=100, f_dim=20, z_dim=3, seq_len=8,
                       batch_size=128),
     "large": dict(hidden_dim=512, rnn_dim=512, f_dim=20, z_dim=32, seq_len=8, batch_size=256),
+    # Video: the model settings of flags/sprites.flags (its conv network, codes and prior)
+    # on 64x64x3 frames, in float32 and in mixed_bfloat16 (these CPUs have AMX).
+    # XLA is left out: on these CPUs it ran the conv networks 1.2-4x slower.
+    "sprites": dict(flagfile="sprites", image_shape=(64, 64, 3), seq_len=8, batch_size=64,
+                    precisions=("float32", "mixed_bfloat16"), xla=("off",), data="sprites"),
 }
 IMAGE_SHAPE = (28, 28, 1)
+
+
+def config_values(sizes) -> dict:
+    """A configuration's model settings: its sizes, or those of its flag file."""
+    if "flagfile" not in sizes:
+        return {k: v for k, v in sizes.items() if k not in ("batch_size", "seq_len")}
+    from dvrnn_tf.experiments.runs_table import ROOT, parse_flag_lines
+
+    lines = (ROOT / "flags" / f"{sizes['flagfile']}.flags").read_text().splitlines()
+    return parse_flag_lines(lines)
 
 
 def benchmarked_models() -> tuple:
@@ -43,7 +58,7 @@ def machine_info():
     return info
 
 
-def build(model_name, sizes, jit_compile, steps_per_execution=1):
+def build(model_name, sizes, jit_compile, steps_per_execution=1, precision="float32"):
     import keras
 
     from dvrnn_tf.data import DataSpec
@@ -52,18 +67,28 @@ def build(model_name, sizes, jit_compile, steps_per_execution=1):
     from dvrnn_tf.training.optimizers import FusedAdam
 
     taken = settings_for(model_name)
-    config = TrainConfig(model=model_name, likelihood="bernoulli",
-                         **{k: v for k, v in sizes.items() if k in taken})
-    model = build_model(config, DataSpec(IMAGE_SHAPE, sizes["seq_len"]))
+    values = {"likelihood": "bernoulli", **config_values(sizes)}
+    config = TrainConfig(model=model_name,
+                         **{k: v for k, v in values.items()
+                            if k in taken and k not in ("model", "dataset")})
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32" if precision == "none" else precision)
+    try:
+        model = build_model(config, DataSpec(tuple(sizes.get("image_shape", IMAGE_SHAPE)),
+                                             sizes["seq_len"]))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     model.compile(optimizer=FusedAdam(config.learning_rate),
                   jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     return model
 
 
 def time_case(model_name, config_name, sizes, xla, steps, warmup, roofline_repeats,
-              roofline_max_reps=256, steps_per_execution=1):
-    """One (model, configuration, XLA) case: step timing, FLOPs, memory and roofline."""
+              roofline_max_reps=256, steps_per_execution=1, precision="float32"):
+    """One (model, configuration, XLA, precision) case: step timing, FLOPs, memory and the
+    roofline of the step's own matmul and convolution shapes in its compute dtype."""
     import keras
+    import tensorflow as tf
 
     from dvrnn_tf.perf import flops as flops_lib
     from dvrnn_tf.perf import roofline, timing
@@ -72,17 +97,20 @@ def time_case(model_name, config_name, sizes, xla, steps, warmup, roofline_repea
     b = sizes["batch_size"]
     timing.peak_memory_reset()
     model = build(model_name, sizes, jit_compile=(xla == "on"),
-                  steps_per_execution=steps_per_execution)
-    batch = timing.synthetic_batch(b, sizes["seq_len"], IMAGE_SHAPE)
+                  steps_per_execution=steps_per_execution, precision=precision)
+    batch = timing.synthetic_batch(b, sizes["seq_len"], tuple(sizes.get("image_shape",
+                                                                        IMAGE_SHAPE)))
     measured = timing.time_train_steps(model, batch, steps=steps, warmup=warmup)
     memory = timing.peak_memory()
     matmuls = flops_lib.step_matmuls(model, b)
     # Measured right after the steps, under the same load on this (shared) machine.
-    roof = roofline(matmuls, repeats=roofline_repeats, max_reps=roofline_max_reps)
+    roof = roofline(matmuls, repeats=roofline_repeats, max_reps=roofline_max_reps,
+                    dtype=tf.dtypes.as_dtype(model.compute_dtype))
     step = measured["step"]
     total = flops_lib.total_flops(matmuls)
     return {
-        "model": model_name, "config": config_name, "xla": xla, "batch_size": b,
+        "model": model_name, "config": config_name, "xla": xla, "precision": precision,
+        "batch_size": b,
         "steps_per_execution": steps_per_execution,
         "seq_len": sizes["seq_len"], "compile_s": measured["compile_s"],
         "step_ms": {k: v * 1e3 for k, v in step.items() if k.endswith("_s")} | {"n": step["n"]},
@@ -123,15 +151,22 @@ def _pipeline_images(source, data_dir="", manual_dir="", n=60000):
     return ImageSet(source, "train", images, labels.astype(np.int64), 10)
 
 
-def time_pipeline(config_name, sizes, image_set, batches):
-    from dvrnn_tf.data import SequenceSampler
+def time_pipeline(config_name, sizes, image_set, batches, sprites_dir=""):
+    """The training input pipeline of a configuration alone: same-class sequences of
+    `image_set` (binarized dynamically), or a config's own source (Sprites' train split)."""
+    from dvrnn_tf.data import SequenceSampler, open_source
     from dvrnn_tf.perf import timing
 
-    sampler = SequenceSampler(image_set, seq_len=sizes["seq_len"], binarize="dynamic")
+    if sizes.get("data") == "sprites":
+        sampler = open_source("sprites", {"manual_dir": sprites_dir}).split("train")
+        name, binarize = "sprites", "none"
+    else:
+        sampler = SequenceSampler(image_set, seq_len=sizes["seq_len"], binarize="dynamic")
+        name, binarize = image_set.name, "dynamic"
     ds = sampler.dataset(sizes["batch_size"], training=True)
     out = timing.time_pipeline(ds, batches=batches)
-    return {"config": config_name, "data": image_set.name, "batch_size": sizes["batch_size"],
-            "binarize": "dynamic", "sequences_per_s": out["sequences_per_s"],
+    return {"config": config_name, "data": name, "batch_size": sizes["batch_size"],
+            "binarize": binarize, "sequences_per_s": out["sequences_per_s"],
             "batch_ms": {k[:-2]: v * 1e3 for k, v in out.items() if k.endswith("_s")
                          and k != "sequences_per_s"}}
 
@@ -160,27 +195,28 @@ def _time_case_isolated(**kwargs):
 def run_benchmark(models, configs, xla_settings, steps=30, warmup=5, roofline_repeats=15,
                   pipeline_data="synthetic", pipeline_batches=100, data_dir="", manual_dir="",
                   log=lambda *a, **k: None, roofline_max_reps=256, pipeline_images=60000,
-                  isolate=True, steps_per_execution=1):
+                  isolate=True, steps_per_execution=1, sprites_dir=""):
     """The whole benchmark; `configs` maps a name to sizes (as `CONFIGS`). Returns the
     JSON payload. isolate: each (model, configuration, XLA) case in its own process."""
     started = time.time()
     results, pipelines = [], []
     for config_name, sizes in configs.items():
-        for model_name in models:
-            for xla in xla_settings:
-                case = dict(model_name=model_name, config_name=config_name, sizes=sizes,
-                            xla=xla, steps=steps, warmup=warmup,
-                            roofline_repeats=roofline_repeats,
-                            roofline_max_reps=roofline_max_reps,
-                            steps_per_execution=steps_per_execution)
-                r = _time_case_isolated(**case) if isolate else time_case(**case)
-                log(f"{model_name} {config_name} xla={xla}: {r['step_ms']['median_s']:.1f} "
-                    f"ms/step, roofline {100 * r['roofline_fraction']:.0f}%", flush=True)
-                results.append(r)
+        cases = [(m, x, p) for m in models for x in xla_settings if x in sizes.get("xla", ("off", "on"))
+                 for p in sizes.get("precisions", ("float32",))]
+        for model_name, xla, precision in cases:
+            case = dict(model_name=model_name, config_name=config_name, sizes=sizes, xla=xla,
+                        steps=steps, warmup=warmup, roofline_repeats=roofline_repeats,
+                        roofline_max_reps=roofline_max_reps,
+                        steps_per_execution=steps_per_execution, precision=precision)
+            r = _time_case_isolated(**case) if isolate else time_case(**case)
+            log(f"{model_name} {config_name} xla={xla} {precision}: "
+                f"{r['step_ms']['median_s']:.1f} ms/step, roofline "
+                f"{100 * r['roofline_fraction']:.0f}%", flush=True)
+            results.append(r)
     if pipeline_data != "none":
         image_set = _pipeline_images(pipeline_data, data_dir, manual_dir, n=pipeline_images)
         for config_name, sizes in configs.items():
-            p = time_pipeline(config_name, sizes, image_set, pipeline_batches)
+            p = time_pipeline(config_name, sizes, image_set, pipeline_batches, sprites_dir)
             consumed = [r["sequences_per_s"] for r in results if r["config"] == config_name]
             if consumed:
                 p["fastest_training_sequences_per_s"] = max(consumed)
@@ -193,21 +229,21 @@ def run_benchmark(models, configs, xla_settings, steps=30, warmup=5, roofline_re
 
 
 def format_table(results, pipelines):
-    lines = [f"{'model':11s} {'config':9s} {'xla':3s} {'ms/step (min-max)':>22s} "
+    lines = [f"{'model':13s} {'config':9s} {'xla':3s} {'precision':14s} {'ms/step (min-max)':>22s} "
              f"{'seq/s':>7s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'roof ms':>7s} {'roof %':>6s} "
              f"{'peak MB':>7s} {'compile s':>9s}"]
     for r in results:
         s = r["step_ms"]
         peak = r["peak_memory"].get("tf_allocator_peak_bytes") or 0
         lines.append(
-            f"{r['model']:11s} {r['config']:9s} {r['xla']:3s} "
+            f"{r['model']:13s} {r['config']:9s} {r['xla']:3s} {r.get('precision', 'float32'):14s} "
             f"{s['median_s']:8.1f} ({s['min_s']:5.1f}-{s['max_s']:6.1f}) "
             f"{r['sequences_per_s']:7.0f} {r['flops_per_step'] / 1e9:6.2f} "
             f"{r['gflops_per_s']:7.1f} {r['roofline_ms']['median']:7.1f} "
             f"{100 * r['roofline_fraction']:5.0f}% {peak / 2**20:7.0f} {r['compile_s']:9.1f}")
     for p in pipelines:
         lines.append(f"input pipeline {p['config']} ({p['data']}, B={p['batch_size']}, "
-                     f"binarize=dynamic): {p['sequences_per_s']:.0f} sequences/s = "
+                     f"binarize={p['binarize']}): {p['sequences_per_s']:.0f} sequences/s = "
                      f"{p.get('ratio_to_fastest_training', float('nan')):.1f}x the fastest "
                      "training step's consumption")
     return "\n".join(lines)

@@ -10,8 +10,9 @@ Conv2DBackpropInput, the last also what a transposed convolution runs) is timed 
 way: `reps` runs of that op on distinct images (or gradients) with one shared kernel (or
 gradient). The roofline of a step is sum(count * time per run) over its records
 (`dvrnn_tf.perf.flops.step_matmuls`, the layers' `step_costs`): what the step would take if
-it did nothing but its float32 matmuls and convolutions, each at the rate that shape reaches
-on this machine under the same runtime (oneDNN kernels, op dispatch included).
+it did nothing but its matmuls and convolutions (in the step's compute dtype), each at the rate
+that shape reaches on this machine under the same runtime (oneDNN kernels, op dispatch
+included).
 """
 from __future__ import annotations
 
@@ -105,19 +106,21 @@ def _is_conv(shape) -> bool:
 
 
 def roofline(records, timings: dict | None = None, repeats: int = 15,
-             max_reps: int = _MAX_REPS) -> dict:
+             max_reps: int = _MAX_REPS, dtype=tf.float32) -> dict:
     """{"median_s", "min_s": the step's matmul and convolution time (wall clock), "cpu_s":
     its CPU time (all threads); "shapes": per-shape timings, matmuls then convolutions}.
 
-    `records`: `MatMul`s and `Conv`s (`dvrnn_tf.layers.costs`). `timings` (shape tuple ->
-    `time_matmul`/`time_conv` result) is reused and filled in, so that several models share
-    one measurement of each shape.
+    `records`: `MatMul`s and `Conv`s (`dvrnn_tf.layers.costs`); `dtype`: the compute dtype
+    they run in (bfloat16 for a mixed_bfloat16 step). `timings` (shape tuple -> `time_matmul`
+    /`time_conv` result) is reused and filled in, so that several models share one
+    measurement of each shape (of one dtype).
     """
     timings = {} if timings is None else timings
     for rec in records:
         if rec.shape not in timings:
             timer = time_conv if _is_conv(rec.shape) else time_matmul
-            timings[rec.shape] = timer(rec.shape, repeats=repeats, max_reps=max_reps)
+            timings[rec.shape] = timer(rec.shape, repeats=repeats, dtype=dtype,
+                                       max_reps=max_reps)
     median = sum(rec.count * timings[rec.shape]["median_s"] for rec in records)
     best = sum(rec.count * timings[rec.shape]["min_s"] for rec in records)
     cpu = sum(rec.count * timings[rec.shape]["cpu_s"] for rec in records)
