@@ -87,6 +87,10 @@ def test_mixed_precision_conv_models_train_and_keep_float32_losses(policy):
     assert {v.dtype.name for v in model.compute_terms(x).values()} == {"float32"}
     history = model.fit(x, epochs=6, batch_size=8, verbose=0).history["loss"]
     assert np.all(np.isfinite(history)) and history[-1] < history[0], history
+    # What the figures draw, in the low precision too.
+    for code in ("f", "z"):
+        assert model.interpolate(x[:1], x[1:2], steps=3, code=code).dtype.name == low
+    assert model.swap(x[:2], x[2:4]).shape == (2, 3, 16, 16, 3)
 
 
 def test_xla_train_step_matches_the_graph_step():

@@ -43,7 +43,7 @@ class ContentStyleGeneration:
             raise ValueError(f"`code` must be 'f' or 'z', got {code!r}")
         # Fix: deterministic means, as in `swap`.
         a, b = self.encode(x_a, sample=False), self.encode(x_b, sample=False)
-        w = tf.linspace(0.0, 1.0, steps)
+        w = tf.cast(tf.linspace(0.0, 1.0, steps), a["f_loc"].dtype)  # the codes' dtype
         f, z = tf.repeat(a["f_loc"], steps, 0), tf.repeat(a["z_loc"], steps, 0)
         if code == "f":
             f = (1 - w[:, None]) * a["f_loc"] + w[:, None] * b["f_loc"]
