@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from dvrnn_tf.models import DisentangledVRNN
-from dvrnn_tf.training.optimizers import FusedAdam
+from dvrnn_tf.objectives.optimizers import FusedAdam
 
 
 @pytest.mark.parametrize("jit", [False, True])

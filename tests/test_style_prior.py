@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from dvrnn_tf.cells.vrnn_cell import gru_states
-from dvrnn_tf.layers.style_prior import RecurrentStylePrior
+from dvrnn_tf.cells.style_prior import RecurrentStylePrior
 from dvrnn_tf.metrics import likelihood as lik
 from dvrnn_tf.models import ContentStyleVAE
 from model_harness import ModelHarnessTests

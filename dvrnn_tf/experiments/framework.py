@@ -108,7 +108,7 @@ def train_cvae(settings: Settings, train_set, seed: int, **model_kwargs):
     import keras
 
     from dvrnn_tf.models import CVAE
-    from dvrnn_tf.training.optimizers import FusedAdam
+    from dvrnn_tf.objectives.optimizers import FusedAdam
 
     keras.utils.set_random_seed(seed)
     images, labels = _float_images(train_set, settings.max_train_images)

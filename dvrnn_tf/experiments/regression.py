@@ -32,7 +32,7 @@ def _fit_regression(kind, inputs, targets, settings, seed):
     summed over pixels (targets binary). -> per-step training losses [steps]."""
     import tensorflow as tf
 
-    from dvrnn_tf.training.optimizers import FusedAdam
+    from dvrnn_tf.objectives.optimizers import FusedAdam
 
     net = _mlp([settings.hidden_dim] * settings.num_hidden, targets.shape[-1], kind, seed)
     net.build((None, inputs.shape[-1]))

@@ -12,7 +12,7 @@ import tensorflow as tf
 from dvrnn_tf.objectives import get_likelihood
 from dvrnn_tf.objectives.kl_weights import KLWeight, deserialize, serialize
 # Imported here so that a `.keras` file saved with it loads wherever the models do.
-from dvrnn_tf.training.optimizers import FusedAdam
+from dvrnn_tf.objectives.optimizers import FusedAdam
 
 
 def images_from_data(data):

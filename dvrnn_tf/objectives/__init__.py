@@ -1,4 +1,5 @@
-"""What the models optimize: observation likelihoods and the weights of their KL terms."""
+"""What the models optimize and how: observation likelihoods, the weights of their KL terms,
+and the optimizer (`FusedAdam`)."""
 from dvrnn_tf.objectives.likelihoods import LIKELIHOODS, Likelihood, get_likelihood
 from dvrnn_tf.objectives.kl_weights import (
     SCHEDULES, Capacity, Constant, KLWeight, LinearWarmup, kl_weight_from_flags)

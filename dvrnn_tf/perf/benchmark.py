@@ -64,7 +64,7 @@ def build(model_name, sizes, jit_compile, steps_per_execution=1, precision="floa
     from dvrnn_tf.data import DataSpec
     from dvrnn_tf.training import TrainConfig, settings_for
     from dvrnn_tf.training.factory import build_model
-    from dvrnn_tf.training.optimizers import FusedAdam
+    from dvrnn_tf.objectives.optimizers import FusedAdam
 
     taken = settings_for(model_name)
     values = {"likelihood": "bernoulli", **config_values(sizes)}

@@ -15,7 +15,7 @@ from dvrnn_tf.training import distribute
 from dvrnn_tf.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint,
                                          NonFiniteGuard)
 from dvrnn_tf.training.factory import build_model, check_model
-from dvrnn_tf.training.optimizers import FusedAdam
+from dvrnn_tf.objectives.optimizers import FusedAdam
 from dvrnn_tf.training.phase_timer import PhaseTimer, Stopwatch, timing_report
 from dvrnn_tf.training.progress import progress_callbacks
 from dvrnn_tf.training.run_dir import RunDir, write_json_atomic

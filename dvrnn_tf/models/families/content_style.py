@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from dvrnn_tf.layers import GaussianHead, costs, kl_diag_gaussians, mlp, on_rows
-from dvrnn_tf.layers.style_prior import RecurrentStylePrior
+from dvrnn_tf.cells.style_prior import RecurrentStylePrior
 from dvrnn_tf.models import settings as ms
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
 from dvrnn_tf.models.networks import FrameNetworks
