@@ -51,7 +51,8 @@ def _define_flags():
         elif isinstance(f.default, int):
             flags.DEFINE_integer(f.name, f.default, help_text)
         elif f.name == "split":
-            flags.DEFINE_enum(f.name, f.default, ["test", "train"], help_text)
+            from dvrnn_tf.data.registry import SPLITS
+            flags.DEFINE_enum(f.name, f.default, list(SPLITS), help_text)
         else:
             flags.DEFINE_string(f.name, f.default, help_text)
 

@@ -262,3 +262,15 @@ def test_bad_variant_files_are_refused(tmp_path, line, match):
     path.write_text(line + "\n")
     with pytest.raises(ValueError, match=match):
         read_variants(path)
+
+
+def test_the_binary_measures_any_split(tmp_path):
+    """--split takes every split of the data (validation chooses, test reports)."""
+    for split in ("validation", "test", "train"):
+        proc = subprocess.run([sys.executable, "-m", "dvrnn_tf.evaluate",
+                               f"--run_dir={tmp_path / 'none'}", f"--split={split}"],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 1 and "is not a directory" in proc.stderr, proc.stderr[-500:]
+    proc = subprocess.run([sys.executable, "-m", "dvrnn_tf.evaluate", f"--run_dir={tmp_path}",
+                           "--split=dev"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode != 0 and "validation" in proc.stderr

@@ -57,7 +57,8 @@ class EvalOptions:
     HELP = {
         "metrics": "Comma-separated metrics, or `all` (every one that applies). Choices: "
                    + ", ".join(METRICS) + ".",
-        "split": "The split measured (`test` is the held-out split).",
+        "split": "The split measured: `test` for reported numbers, `validation` to choose "
+                 "settings, `train`.",
         "iwae_k": "K, importance samples per sequence (per frame for beta_vae) of the IWAE "
                   "bound; 0 skips the bound.",
         "iwae_chunk": "Samples drawn at once (memory: chunk x batch x T frames).",
