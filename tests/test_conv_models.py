@@ -103,3 +103,21 @@ def test_xla_train_step_matches_the_graph_step():
         losses[jit] = model.fit(x, epochs=2, batch_size=4, verbose=0,
                                 shuffle=False).history["loss"]
     np.testing.assert_allclose(losses[True], losses[False], rtol=2e-3)
+
+
+def test_a_low_precision_model_reloads_whole_where_the_policy_is_float32(tmp_path):
+    """A `.keras` file of a mixed_bfloat16 run, loaded by a float32 process (`evaluate`):
+    every layer keeps the model's policy (not the loader's global one)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = make("content_style", style_prior="recurrent")
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert {layer.dtype_policy.name for layer in loaded._flatten_layers()} == {"mixed_bfloat16"}
+    assert keras.mixed_precision.global_policy().name == previous.name
+    x = frames(2)
+    np.testing.assert_allclose(loaded.reconstruct(x).numpy().astype("float32"),
+                               model.reconstruct(x).numpy().astype("float32"), atol=1e-2)

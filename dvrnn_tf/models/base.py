@@ -241,6 +241,21 @@ class LatentVariableModel(keras.Model):
                  for k, v in self.terms_from_data(data, training=False).items()}
         return self._record(self.total_loss(terms, step), terms, step)
 
+    @classmethod
+    def from_config(cls, config):
+        # A model's layers are made in its constructor and take the global dtype policy, as
+        # every Keras layer does: a `.keras` file of a mixed_bfloat16 run, loaded where the
+        # policy is float32, would otherwise mix float32 layers into a bfloat16 model.
+        policy = config.get("dtype")
+        if policy is None:
+            return cls(**config)
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(keras.dtype_policies.get(policy))
+        try:
+            return cls(**config)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+
     def get_config(self):
         return {
             **super().get_config(),
