@@ -114,7 +114,7 @@ class BetaVAE(FrameNetworks, LatentVariableModel):
         z: [n, T, z_dim] (as the other models' codes) -> [n, T, H, W, C], or
            [n, z_dim] (single images) -> [n, H, W, C]; any leading axes work alike.
         """
-        z = tf.convert_to_tensor(z, self.compute_dtype)
+        z = tf.cast(z, self.compute_dtype)
         mean = tf.cast(self.likelihood.mean(self.decoder_params(z)), self.compute_dtype)
         return tf.reshape(mean, tf.concat([tf.shape(z)[:-1], self.image_shape], 0))
 

@@ -234,10 +234,10 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
     def decode(self, f, z=None):
         """Images from content f ([n, f_dim], or [n, T, f_dim]: one per step) and style z
         ([n, T, z_dim]; None: z_{1:T} from the style prior). Returns [n, T, H, W, C]."""
-        f = tf.convert_to_tensor(f, self.compute_dtype)
+        f = tf.cast(f, self.compute_dtype)  # float32 codes into a bf16 model
         if z is None:
             z = self.sample_style(tf.shape(f)[0])
-        z = tf.convert_to_tensor(z, self.compute_dtype)
+        z = tf.cast(z, self.compute_dtype)
         mean = self.likelihood.mean(self.decoder_params(z, self.phi_f(f)))
         return self.unflatten_frames(tf.cast(mean, self.compute_dtype))
 

@@ -144,7 +144,7 @@ class DisentangledVRNN(ContentStyleGeneration, VRNNBase):
         z: [n, T, z_dim], or None to draw each z_t from the prior p(z_t | h_{t-1}).
         Returns [n, T, H, W, C].
         """
-        f = tf.convert_to_tensor(f, self.compute_dtype)
+        f = tf.cast(f, self.compute_dtype)  # float32 codes into a bf16 model
         phi_f = self.phi_f(f)
         if f.shape.rank == 2:
             phi_f = self._per_step(phi_f)
