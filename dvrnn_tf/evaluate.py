@@ -14,6 +14,8 @@ each model family and each data source declares which):
                       label of the data, static and per frame (was: style_leakage)
   style_preservation  morphometric variance shares                  (models with f and z)
   knn                 kNN class accuracy of latent means            (beta_vae)
+  concepts            clustering accuracy (Hungarian) and NMI of f's posterior means against
+                      the class, without labels (models with f; data with a class label)
 
 The library (`evaluate_run`, `EvalOptions`, `summarize`, ...) is `dvrnn_tf.metrics.evaluation`,
 re-exported here; this module's flags are defined only when it runs as the program (so that
@@ -51,7 +53,7 @@ def _define_flags():
         elif isinstance(f.default, int):
             flags.DEFINE_integer(f.name, f.default, help_text)
         elif f.name == "split":
-            flags.DEFINE_enum(f.name, f.default, ["test", "train"], help_text)
+            flags.DEFINE_enum(f.name, f.default, ["test", "validation", "train"], help_text)
         else:
             flags.DEFINE_string(f.name, f.default, help_text)
 

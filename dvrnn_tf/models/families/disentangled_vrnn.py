@@ -146,7 +146,7 @@ class DisentangledVRNN(ContentCodes, ContentStyleGeneration, VRNNBase):
 
     def _infer(self, x_flat, sample=True, time_major=False):
         """x_flat [B, T, D] ([T, B, D] if time_major, and then the style outputs too; not with
-        slots). Returns (content params, u, the decoder's content input, style, weights)."""
+        slots). Returns (content params, u, the decoder's content input, style)."""
         feats = self.phi_x(x_flat)
         params = self.content_params(feats, time_major=time_major)
         u = self.content_latent(params, SAMPLE if sample else None)
@@ -157,9 +157,9 @@ class DisentangledVRNN(ContentCodes, ContentStyleGeneration, VRNNBase):
             eps = self.normal_noise(eps_shape)  # drawn [B, T, z]: the same noise either way
         else:
             eps = tf.zeros(eps_shape, self.compute_dtype)
-        content, style, weights = self._style(feats, _swap(eps) if time_major else eps, u,
-                                              time_major=time_major)
-        return params, u, content, style, weights
+        content, style, _ = self._style(feats, _swap(eps) if time_major else eps, u,
+                                        time_major=time_major)
+        return params, u, content, style
 
     # ---- the model ---------------------------------------------------------------------
 
@@ -170,7 +170,7 @@ class DisentangledVRNN(ContentCodes, ContentStyleGeneration, VRNNBase):
         time_major = self.attention is None
         x_flat = self.flatten_frames(x)
         x_flat = _swap(x_flat) if time_major else x_flat
-        params, _, content, style, _ = self._infer(x_flat, time_major=time_major)
+        params, _, content, style = self._infer(x_flat, time_major=time_major)
         prior_z = self.prior(self.prior_net(style["h_prev"]))  # p(z_t | h_{t-1}): loc, scale
         kl_z = tf.reduce_mean(kl_diag_gaussians(style["loc"], style["scale"], *prior_z))
         # KL_f is one term per sequence; per image it is shared by the T frames.
@@ -193,7 +193,7 @@ class DisentangledVRNN(ContentCodes, ContentStyleGeneration, VRNNBase):
         with sample=False the path runs through the means (f = f_loc, z_t = z_loc_t, as in
         `reconstruct`), every output is deterministic and the samples equal the locs.
         """
-        params, u, _, style, _ = self._infer(self.flatten_frames(x), sample=sample)
+        params, u, _, style = self._infer(self.flatten_frames(x), sample=sample)
         dt = self.compute_dtype
         f_loc, f_scale = (tf.cast(v, dt) for v in self.content_posterior(params))
         return {"f_loc": f_loc, "f_scale": f_scale,
@@ -205,12 +205,16 @@ class DisentangledVRNN(ContentCodes, ContentStyleGeneration, VRNNBase):
         (rows sum to 1). Only with content_attention="slots"."""
         if self.attention is None:
             raise ValueError("attention_weights needs content_attention='slots'")
-        return self._infer(self.flatten_frames(x), sample=False)[4]
+        x_flat = self.flatten_frames(x)
+        feats = self.phi_x(x_flat)
+        params = self.content_params(feats)
+        eps = tf.zeros(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0), self.compute_dtype)
+        return self._style(feats, eps, self.mean_latent(params))[2]
 
     def reconstruct(self, x):
         """The decoder's mean at the posterior means of f and z: [B, T, H, W, C]."""
         x_flat = self.flatten_frames(x)
-        _, _, content, style, _ = self._infer(x_flat, sample=False)
+        _, _, content, style = self._infer(x_flat, sample=False)
         params = self.decoder_params(style["phi_z"], style["h_prev"], content)
         return self.unflatten_frames(self.likelihood.mean(params))
 
