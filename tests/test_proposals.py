@@ -285,3 +285,43 @@ def test_saved_model_endpoints(name, tmp_path):
     a, b = loaded.generate(tf.constant(2)).numpy(), loaded.generate(tf.constant(2)).numpy()
     assert a.shape == (2, T, *SHAPE) and np.abs(a - b).max() > 0  # fresh draws of the prior
     assert loaded.interpolate_f(x[:1], x[1:2]).shape[0] == export.INTERPOLATION_STEPS
+
+
+# ---- the concepts metric in evaluate ------------------------------------------------------------
+
+
+def test_evaluate_measures_concepts_of_every_model_with_f(tmp_path):
+    from config_helpers import config_for
+    from dvrnn_tf.metrics import clustering
+    from dvrnn_tf.metrics.evaluation import EvalOptions, applies_to, evaluate_run, summarize
+    from dvrnn_tf.training import train
+
+    assert set(applies_to("concepts")) == {"full", "factorized", "content_style"}
+    run_dir = tmp_path / "run"
+    train(config_for("factorized", run_dir=str(run_dir), dataset="digits", hidden_dim=16,
+                     rnn_dim=16, f_dim=5, epochs=1, steps_per_epoch=2, export=False,
+                     figures=False, content_prior="stick_breaking", content_attention="slots"),
+          verbose=0)
+    options = EvalOptions(metrics="concepts,likelihood", iwae_k=4, iwae_chunk=4,
+                          eval_sequences=40, probe_sequences=60)
+    result = evaluate_run(run_dir, options, output_dir=str(tmp_path / "eval"))
+    concepts = result["concepts"]
+    assert concepts["kind"] == "stick_breaking" and concepts["method"] == "argmax"
+    assert concepts["test_split"] == "test" and concepts["num_test"] == 40
+    assert 0 < concepts["accuracy"] <= 1 and 0 <= concepts["nmi"] <= 1
+    # The same numbers from the model's codes directly: argmax of the slots' mean f.
+    from dvrnn_tf.data import open_source
+    from dvrnn_tf.metrics.evaluation import load_run
+
+    config, model = load_run(run_dir)
+    source = open_source("digits", config.data_settings, seed=config.seed, binarize=True)
+    x, labels = source.split("test").examples(40)
+    f = model.encode(x, sample=False)["f_loc"].numpy().mean(axis=1)
+    y = labels["class"]
+    assert concepts["accuracy"] == pytest.approx(
+        clustering.clustering_accuracy(f.argmax(-1), y))
+    assert concepts["nmi"] == pytest.approx(clustering.nmi(f.argmax(-1), y))
+    summary = summarize(result)
+    assert summary["cluster_accuracy"] == concepts["accuracy"]
+    assert summary["cluster_nmi"] == concepts["nmi"]
+    assert "stick_breaking" in result["likelihood"]["iwae"]["proposal"]
