@@ -100,7 +100,7 @@ def test_training_kl_equals_the_models_own_monte_carlo_estimate(name):
     model = MODELS.get(name, lambda: dvrnn())()
     x = data(4)
     kl = float(model.compute_terms(x)["kl_f"]) * T  # per sequence
-    n = 4000
+    n = 2000
     terms = lik.sample_terms(model, np.repeat(x, n // 4, axis=0), seed=3)
     diff = (terms["log_qf"] - terms["log_pf"])[:, 0]
     se = diff.std() / np.sqrt(len(diff))
@@ -173,7 +173,7 @@ def test_iwae_is_a_bound_with_the_new_posteriors(name):
     bound rises with K; -IWAE <= -ELBO."""
     model = MODELS[name]()
     x = data(6, seed=1)
-    draws = 30
+    draws = 20
     k1 = np.stack([lik.iwae_log_likelihood(model, x, 1, seed=s) for s in range(draws)])
     elbo = np.stack([(lambda t: t["log_px"].sum(-1) - t["kl_z"].sum(-1) - t["kl_f"])(
         lik.sample_terms(model, x, seed=s)) for s in range(draws)])
@@ -324,4 +324,21 @@ def test_evaluate_measures_concepts_of_every_model_with_f(tmp_path):
     summary = summarize(result)
     assert summary["cluster_accuracy"] == concepts["accuracy"]
     assert summary["cluster_nmi"] == concepts["nmi"]
+    kmeans = clustering.concept_report(
+        model.encode(source.split("train").examples(60)[0], sample=False)["f_loc"].numpy()
+        .mean(axis=1), f, y, "gaussian", 10)
+    assert summary["cluster_accuracy_kmeans"] == pytest.approx(kmeans["accuracy"])
     assert "stick_breaking" in result["likelihood"]["iwae"]["proposal"]
+
+
+@pytest.mark.parametrize("name", ["factorized_dirichlet", "full_stick_slots", "cs_stick"])
+def test_flop_count_equals_the_traced_graph(name):
+    # step_costs of the new heads and of the attention (in the loop for *full*) against the
+    # matmuls TensorFlow traces for one training step.
+    from dvrnn_tf.perf import flops
+
+    model = MODELS[name]()
+    passes = flops.by_pass(flops.step_matmuls(model, 5))
+    traced = flops.traced_matmul_flops(model, 5)
+    assert traced["forward"] == passes["forward"]
+    assert traced["backward"] == passes["grad_weights"] + passes["grad_inputs"]

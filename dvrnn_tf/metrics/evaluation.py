@@ -334,6 +334,11 @@ def _concepts(model, source, held_out, x, y, opts):
     num_classes = factor.num_classes if factor is not None else int(y.max()) + 1
     kind = getattr(model, "content_prior_kind", "gaussian")
     out = concept_report(f_train, f_test, y, kind, num_classes, seed=opts.seed)
+    # Beside the corners of the simplex, k-means on the same codes: whether the classes
+    # separate in f at all, by one method for every prior.
+    kmeans = out if kind == "gaussian" else concept_report(
+        f_train, f_test, y, "gaussian", num_classes, seed=opts.seed)
+    out["kmeans"] = {k: kmeans[k] for k in ("accuracy", "nmi", "chance_accuracy", "chance_nmi")}
     out.update(train_split="train", test_split=opts.split, codes="posterior means of f")
     return out
 
@@ -410,6 +415,9 @@ def summarize(result) -> dict:
         s["cluster_accuracy"] = result["concepts"]["accuracy"]
         s["cluster_nmi"] = result["concepts"]["nmi"]
         s["cluster_accuracy_chance"] = result["concepts"]["chance_accuracy"]
+        if "kmeans" in result["concepts"]:
+            s["cluster_accuracy_kmeans"] = result["concepts"]["kmeans"]["accuracy"]
+            s["cluster_nmi_kmeans"] = result["concepts"]["kmeans"]["nmi"]
     training = result.get("training") or {}
     if training.get("train_seconds_this_process") is not None:
         s["train_seconds"] = training["train_seconds_this_process"]
