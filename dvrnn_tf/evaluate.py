@@ -14,6 +14,8 @@ each model family and each data source declares which):
                       label of the data, static and per frame (was: style_leakage)
   style_preservation  morphometric variance shares                  (models with f and z)
   knn                 kNN class accuracy of latent means            (beta_vae)
+  concepts            clustering accuracy (Hungarian) and NMI of f's posterior means against
+                      the class, without labels (models with f; data with a class label)
 
 The library (`evaluate_run`, `EvalOptions`, `summarize`, ...) is `dvrnn_tf.metrics.evaluation`,
 re-exported here; this module's flags are defined only when it runs as the program (so that

@@ -97,7 +97,9 @@ class VRNNCell(keras.layers.Layer):
         """The whole recurrence over T steps: `split_output(keras.layers.RNN(self)(inputs))`.
 
         phi_x [B, T, feature_dim], eps [B, T, z_dim]; cond None (cond_dim = 0), [B, T, cond_dim]
-        or [B, cond_dim] (the same at every step, as the model's phi_f(f)). Returns the dict of
+        or [B, cond_dim] (the same at every step, as the model's phi_f(f)), or a function
+        h_{t-1} [B, rnn_dim] -> cond_t [B, cond_dim], called in the loop (a condition that
+        depends on the state: the attention of `ContentAttention`). Returns the dict of
         `split_output`, each [B, T, .]. time_major: phi_x, eps, a per-step cond and the
         outputs are [T, B, .] instead (what the models' training step uses: no transposes).
 
@@ -118,6 +120,9 @@ class VRNNCell(keras.layers.Layer):
             raise ValueError(f"run_sequence needs a static T <= {MAX_UNROLL} and a GRU with "
                              f"reset_after, biases and no dropout; got T={steps}")
         if cond is not None and not self.cond_dim:
+            cond = None
+        cond_of_state = cond if callable(cond) else None
+        if cond_of_state is not None:
             cond = None
         if cond is not None:
             cond = tf.convert_to_tensor(cond, self.compute_dtype)
@@ -166,7 +171,10 @@ class VRNNCell(keras.layers.Layer):
                          ("phi_z", phi_z)):
                 out[k].append(v)
             if t + 1 < steps:  # h_T feeds nothing that is returned
-                h = gru_gates(self.gru, gru_t[t] + tf.matmul(phi_z, w_gru_z), inner, h)
+                x_proj = gru_t[t] + tf.matmul(phi_z, w_gru_z)
+                if cond_of_state is not None:  # cond_t from h_{t-1}, the state h still is
+                    x_proj += tf.matmul(tf.cast(cond_of_state(h), dt), w_gru_c)
+                h = gru_gates(self.gru, x_proj, inner, h)
         out = {k: tf.stack(v) for k, v in out.items()}
         return out if time_major else {k: _time_major(v) for k, v in out.items()}
 

@@ -259,6 +259,9 @@ def main(argv, *, description, default_variants, defaults, prog):
     p.add_argument("--eval_split", default="test", choices=("validation", "test"),
                    help="The split measured: validation to choose settings (a sweep), test "
                         "for the numbers a table reports.")
+    p.add_argument("--metrics", default="all",
+                   help="The metrics each run is evaluated on (dvrnn_tf.evaluate --metrics): "
+                        "e.g. only those a sweep selects by, on validation.")
     p.add_argument("--judge_dir", default="")
     p.add_argument("--in_process", action="store_true",
                    help="Train and evaluate in this process (tests); default: a subprocess each.")
@@ -306,7 +309,7 @@ def main(argv, *, description, default_variants, defaults, prog):
     eval_options = {"iwae_k": args.iwae_k, "iwae_sequences": args.iwae_sequences,
                     "eval_sequences": args.eval_sequences,
                     "probe_sequences": args.probe_sequences, "seed": args.eval_seed,
-                    "split": args.eval_split,
+                    "split": args.eval_split, "metrics": args.metrics,
                     "data_dir": args.data_dir,
                     "manual_dir": args.manual_dir if args.dataset != "digits" else ""}
     if args.judge_dir:

@@ -32,6 +32,9 @@ COLUMNS = [
     ("thickness_r2_by_class", "thickness R² class", 1, 2),
     ("thickness_r2_reconstruction", "thickness R² recon", 1, 2),
     ("knn_accuracy", "kNN acc %", 100, 1),
+    ("cluster_accuracy", "cluster acc % (f)", 100, 1),
+    ("cluster_nmi", "NMI (f)", 1, 2),
+    ("cluster_accuracy_kmeans", "k-means acc % (f)", 100, 1),
     ("train_minutes", "train min", 1, 1),
 ]
 
@@ -93,7 +96,8 @@ def write_table(results: dict, out_md: pathlib.Path):
     chance = []
     for r in results["configs"].values():
         agg = r["aggregate"]
-        for key in ("probe_chance", "style_r2_by_style_chance", "style_r2_by_class_chance"):
+        for key in ("probe_chance", "style_r2_by_style_chance", "style_r2_by_class_chance",
+                    "cluster_accuracy_chance"):
             if key in agg:
                 chance.append((key, agg[key]["mean"]))
     chance_text = ", ".join(f"{k} {v:.3f}" for k, v in dict(chance).items())
@@ -138,6 +142,10 @@ def write_table(results: dict, out_md: pathlib.Path):
         "class's content, explained by the style source (want ≈ 1) and by the class "
         "(want ≈ 0).",
         "- **kNN acc**: 5-NN class accuracy of the β-VAE's latent means.",
+        "- **cluster acc (f), NMI (f)**: the posterior means of f clustered without labels "
+        "(k-means, one cluster per class, for a Gaussian f; the argmax component for a code on "
+        "the simplex), Hungarian-matched to the classes; NMI of the same clusters; **k-means "
+        "acc**: k-means on f for every prior.",
         "- **train min**: the training process's fit time.",
         "",
         f"Chance levels: {chance_text or 'n/a'}.",

@@ -43,6 +43,11 @@ without an encoder over generated frames. Its caveat is measurable too: a slot f
 x_{1:s}, so slots can carry per-frame style (paid like z_t); weights concentrated on s = t and
 a falling swap accuracy would show it.
 
+Built: C, as `--content_attention=slots` of the Disentangled VRNN (full and factorized;
+`dvrnn_tf/models/families/disentangled_vrnn.py`, measured in docs/proposals.md). B is not
+built: its context is a second unpriced path beside h_{t-1}, so it cannot say which code
+carries what, and A is not a model of the data.
+
 Why `keras.layers.MultiHeadAttention` and not `keras.layers.Attention`: the query (h, width r)
 and the keys (c, width c) live in different spaces of different widths; `Attention` compares
 raw vectors (dot or additive scores without projections), MultiHeadAttention learns the query,

@@ -276,8 +276,17 @@ class DirichletContent(ContentPrior):
     def _log_dirichlet_draw(concentration, seed):
         # log g_k, g_k ~ Gamma(alpha_k), in float64 (see DIRICHLET_MIN_CONCENTRATION); then
         # log f = log g - logsumexp(log g), which is what tfd.Dirichlet samples before its exp.
+        # g = a u^(1/alpha) with a ~ Gamma(alpha + 1), u ~ U(0, 1) (what tfd.ExpGamma does on
+        # CPU), drawn with tf.random.stateless_gamma (implicit reparameterization gradients)
+        # directly: tfd's sampler picks its implementation per device when a graph is
+        # optimized, so eager calls and traced ones would draw different numbers from one seed.
         conc = tf.cast(concentration, tf.float64)
-        log_g = tfd.ExpGamma(conc, rate=tf.constant(1.0, tf.float64)).sample(seed=seed)
+        seed_g, seed_u = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        boosted = tf.random.stateless_gamma(tf.shape(conc), seed_g, alpha=conc + 1.0,
+                                            dtype=tf.float64)
+        u = tf.random.stateless_uniform(tf.shape(conc), seed_u, minval=1e-300,
+                                        dtype=tf.float64)
+        log_g = tf.math.log(boosted) + tf.math.log(u) / conc
         return tf.cast(log_g - tf.reduce_logsumexp(log_g, -1, keepdims=True), tf.float32)
 
     def _latent_from_seed(self, params, seed):

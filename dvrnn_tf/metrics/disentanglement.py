@@ -164,7 +164,8 @@ def style_preservation(model, x, y, num_styles: int = 20, seed: int = 0,
         codes_c = _codes(model, x[content_idx], False, batch_size)
         codes_s = _codes(model, x[style_idx], False, batch_size)
         s, c = len(style_idx), len(content_idx)
-        f = np.tile(codes_c["f_loc"], (s, 1))                  # [s*c, f]: content varies fastest
+        f_c = codes_c["f_loc"]  # [c, f], or [c, S, f]: a model's content slots
+        f = np.tile(f_c, (s,) + (1,) * (f_c.ndim - 1))         # [s*c, f]: content varies fastest
         z = np.repeat(codes_s["z_loc"], c, axis=0)             # [s*c, T, z]
         images = _batched(lambda a, b: _np(model.decode(f[a:b], z[a:b])), len(f), batch_size)
     t = images.shape[1]

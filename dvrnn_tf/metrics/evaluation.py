@@ -16,7 +16,7 @@ import pathlib
 import time
 
 METRICS = ("likelihood", "judge", "swap", "label_preservation", "probes",
-           "style_preservation", "knn")
+           "style_preservation", "knn", "concepts")
 # Former metric names, still accepted by --metrics.
 ALIASES = {"style_leakage": "probes"}
 
@@ -291,6 +291,8 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
                 test_set.as_float()[te], test_set.labels[te]))
             result[m].update(seed=opts.seed, train_split="train", test_split=opts.split,
                              inputs="grey levels")
+        elif m == "concepts":
+            result[m] = timed(m, lambda: _concepts(model, source, held_out, x, y, opts))
     result["summary"] = summarize(result)
     if opts.report:
         result["report_png"] = str(out_dir / "report.png")
@@ -313,6 +315,32 @@ def _probes(model, source, held_out, x, labels, opts):
         out.update({k: v for k, v in out["factors"]["class"].items()
                     if k not in ("kind", "metric")})
     out["train_split"], out["test_split"] = "train", opts.split
+    return out
+
+
+def _concepts(model, source, held_out, x, y, opts):
+    """Does f cluster by class without labels (issue 15; `dvrnn_tf.metrics.clustering`)?
+    Clusters of the posterior means of f fitted on train-split sequences (k-means with one
+    cluster per class for a Gaussian f; the argmax component for a code on the simplex),
+    scored on the held-out ones: Hungarian-matched accuracy and NMI, with chance levels."""
+    from dvrnn_tf.metrics.clustering import concept_report
+    from dvrnn_tf.metrics.disentanglement import _codes, seeded
+
+    train_x, train_labels = _sequences(source.split("train"), opts.probe_sequences)
+    with seeded(model, opts.seed):
+        f_train, f_test = (_codes(model, v, False, 256)["f_loc"] for v in (train_x, x))
+    # Slot codes [N, S, K] (content_attention): their mean, on the simplex if they are.
+    f_train, f_test = (f.mean(axis=1) if f.ndim == 3 else f for f in (f_train, f_test))
+    factor = next((f for f in held_out.factors if f.name == "class"), None)
+    num_classes = factor.num_classes if factor is not None else int(y.max()) + 1
+    kind = getattr(model, "content_prior_kind", "gaussian")
+    out = concept_report(f_train, f_test, y, kind, num_classes, seed=opts.seed)
+    # Beside the corners of the simplex, k-means on the same codes: whether the classes
+    # separate in f at all, by one method for every prior.
+    kmeans = out if kind == "gaussian" else concept_report(
+        f_train, f_test, y, "gaussian", num_classes, seed=opts.seed)
+    out["kmeans"] = {k: kmeans[k] for k in ("accuracy", "nmi", "chance_accuracy", "chance_nmi")}
+    out.update(train_split="train", test_split=opts.split, codes="posterior means of f")
     return out
 
 
@@ -384,6 +412,13 @@ def summarize(result) -> dict:
                     s[f"{measure}_r2_by_{by}"] = value
     if "knn" in result:
         s["knn_accuracy"] = result["knn"]["accuracy"]
+    if "concepts" in result:
+        s["cluster_accuracy"] = result["concepts"]["accuracy"]
+        s["cluster_nmi"] = result["concepts"]["nmi"]
+        s["cluster_accuracy_chance"] = result["concepts"]["chance_accuracy"]
+        if "kmeans" in result["concepts"]:
+            s["cluster_accuracy_kmeans"] = result["concepts"]["kmeans"]["accuracy"]
+            s["cluster_nmi_kmeans"] = result["concepts"]["kmeans"]["nmi"]
     training = result.get("training") or {}
     if training.get("train_seconds_this_process") is not None:
         s["train_seconds"] = training["train_seconds_this_process"]

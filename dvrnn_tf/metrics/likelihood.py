@@ -3,7 +3,10 @@
 Everything here reads a trained model through its public building blocks and adds nothing to
 the model classes:
 
-* Each model defines its proposal (`posterior_terms`, described by `iwae_proposal`): e.g.
+* Each model defines its proposal (`posterior_terms`, described by `iwae_proposal`), and a
+  model with a content code f says what noise its posterior takes (`content_noise(n, seed)`,
+  `dvrnn_tf.models.content_codes`: Gaussian, uniform or a seed), so the proposal is always
+  the model's own posterior q(f | x), whatever its content prior. E.g.
   the Disentangled VRNN's q(f | x) prod_t q(z_t | x_t, h_{t-1}), sampled along the path
   (h_t = GRU([phi_x(x_t), phi_z(z_t), (phi_f(f))], h_{t-1})), with the log weight of a sample
   of a whole sequence
@@ -41,7 +44,8 @@ def forward_terms(model, x, eps_z, eps_f=None):
 
     x: [N, T, H, W, C] (already tiled to N = samples * batch rows if needed);
     eps_z: [N, T, z_dim] standard-normal noise (zeros: the posterior-mean path);
-    eps_f: [N, f_dim] for models with a content code f (zeros: f's posterior mean).
+    eps_f: for models with a content code f, what the model's `content_noise(N, seed)` draws
+      (e.g. N(0, I) [N, f_dim] for a Gaussian f); None: f's posterior mean.
     Returns the model's `posterior_terms`: a dict of float32 tensors; the "units" axis U is
     1 for the sequence models (one weight per sequence) and T for models of independent
     frames (one per frame):
@@ -60,16 +64,13 @@ def log_weights(terms):
             - terms["log_qz"])
 
 
-def _noise(model, shape_z, shape_f, key):
+def _noise(model, shape_z, n, key):
+    """(eps_z, eps_f) for n rows: eps_f as the model's `content_noise` draws it, or None for a
+    model without a content code."""
     kz, kf = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     eps_z = tf.random.stateless_normal(shape_z, kz)
-    eps_f = tf.random.stateless_normal(shape_f, kf) if shape_f is not None else None
-    return eps_z, eps_f
-
-
-def _f_dim(model):
-    """Size of the content code f (0 for a model without one)."""
-    return int(getattr(model, "f_dim", 0))
+    content_noise = getattr(model, "content_noise", None)
+    return eps_z, content_noise(n, kf) if callable(content_noise) else None
 
 
 class _Bounds:
@@ -77,7 +78,6 @@ class _Bounds:
 
     def __init__(self, model):
         self.model = model
-        self.has_f = _f_dim(model) > 0
 
     @tf.function
     def chunk_logsumexp(self, x, samples, key):
@@ -85,8 +85,7 @@ class _Bounds:
         model = self.model
         b, t = tf.shape(x)[0], x.shape[1]
         tiled = tf.tile(x, tf.concat([[samples], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
-        eps_z, eps_f = _noise(model, [samples * b, t, model.z_dim],
-                              [samples * b, _f_dim(model)] if self.has_f else None, key)
+        eps_z, eps_f = _noise(model, [samples * b, t, model.z_dim], samples * b, key)
         lw = log_weights(forward_terms(model, tiled, eps_z, eps_f))
         lw = tf.reshape(lw, tf.concat([[samples, b], tf.shape(lw)[1:]], 0))
         return tf.reduce_logsumexp(lw, axis=0)
@@ -95,11 +94,9 @@ class _Bounds:
     def one_sample(self, x, key, mean_path):
         model = self.model
         b, t = tf.shape(x)[0], x.shape[1]
-        eps_z, eps_f = _noise(model, [b, t, model.z_dim],
-                              [b, _f_dim(model)] if self.has_f else None, key)
-        if mean_path:
-            eps_z = tf.zeros_like(eps_z)
-            eps_f = None if eps_f is None else tf.zeros_like(eps_f)
+        eps_z, eps_f = _noise(model, [b, t, model.z_dim], b, key)
+        if mean_path:  # the posterior means of z along the path, and f's mean
+            eps_z, eps_f = tf.zeros_like(eps_z), None
         terms = forward_terms(model, x, eps_z, eps_f)
         terms["log_w"] = log_weights(terms)
         return terms

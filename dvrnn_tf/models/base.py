@@ -144,14 +144,21 @@ class LatentVariableModel(keras.Model):
         order the strategy splits the batch: the replicas' noise is independent, and a step
         on R replicas sees the noise one device would see for the same global batch.
         """
+        return self._replica_noise(keras.random.normal, shape)
+
+    def uniform_noise(self, shape):
+        """u ~ U(0, 1) of `shape` (batch first), drawn like `normal_noise` (the stick-breaking
+        content code's noise)."""
+        return self._replica_noise(keras.random.uniform, shape)
+
+    def _replica_noise(self, draw, shape):
         replica = tf.distribute.get_replica_context()
         replicas = replica.num_replicas_in_sync if replica is not None else 1
         if replicas == 1:
-            return keras.random.normal(shape, dtype=self.compute_dtype,
-                                       seed=self.seed_generator)
+            return draw(shape, dtype=self.compute_dtype, seed=self.seed_generator)
         shape = tf.unstack(tf.cast(shape, tf.int32)) if tf.is_tensor(shape) else list(shape)
-        noise = keras.random.normal([replicas * shape[0], *shape[1:]],
-                                    dtype=self.compute_dtype, seed=self.seed_generator)
+        noise = draw([replicas * shape[0], *shape[1:]], dtype=self.compute_dtype,
+                     seed=self.seed_generator)
         return tf.reshape(noise, [replicas, -1, *shape[1:]])[replica.replica_id_in_sync_group]
 
     def nll_per_image(self, params, x_flat):

@@ -2,17 +2,15 @@
 
 Shared by the Disentangled VRNN and the content/style VAE: everything here is written in terms
 of the model's `encode(x, sample)` (f_loc, z_loc, ...), `decode(f, z=None)` (z=None draws the
-style from the model's own prior), `normal_noise`, `seq_len`, `f_dim` and `z_dim`.
+style from the model's own prior), its content code (`dvrnn_tf.models.content_codes`: draws
+from the model's content prior, interpolation on the simplex for the simplex priors),
+`normal_noise`, `seq_len` and `z_dim`.
 """
 import tensorflow as tf
 
 
 class ContentStyleGeneration:
     """Mixin: sample, fix, swap and interpolate the two codes (paper Fig. 4, and more)."""
-
-    def sample_content(self, n):
-        """f ~ p(f): [n, f_dim]."""
-        return self.normal_noise((n, self.f_dim))
 
     def generate(self, n):
         """n sequences with f ~ p(f) and each z_t from the model's style prior."""
@@ -25,8 +23,7 @@ class ContentStyleGeneration:
     def generate_fixed_style(self, n):
         """Per sequence one z ~ N(0, I) used at every step, a fresh f at each step (Fig. 4 top)."""
         z = tf.repeat(self.normal_noise((n, 1, self.z_dim)), self.seq_len, axis=1)
-        f = self.normal_noise((n, self.seq_len, self.f_dim))
-        return self.decode(f, z)
+        return self.decode(self.sample_content_per_step(n), z)
 
     def swap(self, x_content, x_style):
         """f of each sequence in x_content decoded with the z_{1:T} of the one in x_style (means)."""
@@ -46,7 +43,7 @@ class ContentStyleGeneration:
         w = tf.cast(tf.linspace(0.0, 1.0, steps), a["f_loc"].dtype)  # the codes' dtype
         f, z = tf.repeat(a["f_loc"], steps, 0), tf.repeat(a["z_loc"], steps, 0)
         if code == "f":
-            f = (1 - w[:, None]) * a["f_loc"] + w[:, None] * b["f_loc"]
+            f = self.interpolate_content(a["f_loc"], b["f_loc"], steps)
         else:
             z = (1 - w[:, None, None]) * a["z_loc"] + w[:, None, None] * b["z_loc"]
         return self.decode(f, z)

@@ -74,3 +74,38 @@ def check_network(name, values, data) -> None:
 
     if data is not None and values["network"] == "conv":
         check_conv_shape(data.image_shape, values["conv_layers"])
+
+
+# The content code's prior (issue 15; DESIGN 7): shared by the Disentangled VRNN and the
+# content/style VAE (`dvrnn_tf.models.content_codes`).
+CONTENT_PRIOR = Setting("content_prior", "gaussian", "Posterior and prior of the content code "
+                        "f: `gaussian` (N(0, I)), `dirichlet` (Dirichlet VAE: f on the "
+                        "simplex) or `stick_breaking` (Kumaraswamy sticks against Beta(1, "
+                        "alpha): f on the simplex, K = f_dim components).",
+                        choices=("gaussian", "dirichlet", "stick_breaking"))
+DIRICHLET_CONCENTRATION = Setting("dirichlet_concentration", 1.0, "--content_prior=dirichlet: "
+                                  "the prior's concentration per component (1: uniform on the "
+                                  "simplex; below 1: sparse codes).", lower=0.01, upper=100.0)
+STICK_BREAKING_ALPHA = Setting("stick_breaking_alpha", 5.0, "--content_prior=stick_breaking: "
+                               "alpha of the Beta(1, alpha) prior of each stick (larger: mass "
+                               "spread over more components).", lower=0.01, upper=100.0)
+CONTENT_PRIOR_SETTINGS = (CONTENT_PRIOR, DIRICHLET_CONCENTRATION, STICK_BREAKING_ALPHA)
+
+
+def content_prior_args(values) -> dict:
+    """The content code's constructor arguments from a family's setting values."""
+    return {s.name: values[s.name] for s in CONTENT_PRIOR_SETTINGS}
+
+
+def check_content_prior(values) -> None:
+    """A code on the simplex needs two components at least (ValueError naming --f_dim)."""
+    if values["content_prior"] != "gaussian" and values["f_dim"] < 2:
+        raise ValueError(f"--f_dim={values['f_dim']} is too small for "
+                         f"--content_prior={values['content_prior']}: a code on the simplex "
+                         "needs f_dim >= 2")
+
+
+def check_network_and_content(name, values, data) -> None:
+    """`check_network` and `check_content_prior`: the check of the families with f."""
+    check_network(name, values, data)
+    check_content_prior(values)

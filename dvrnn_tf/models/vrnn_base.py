@@ -5,7 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from dvrnn_tf.cells import VRNNCell
-from dvrnn_tf.cells.vrnn_cell import dense_rows
+from dvrnn_tf.cells.vrnn_cell import MAX_UNROLL, dense_rows
 from dvrnn_tf.layers import GaussianHead, costs, mlp, on_rows
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
 from dvrnn_tf.models.networks import FrameNetworks
@@ -72,12 +72,16 @@ class VRNNBase(FrameNetworks, LatentVariableModel):
         """Run the inference recurrence.
 
         feats: phi_x(x) [B, T, F]; eps: [B, T, z_dim] noise (zeros give posterior means);
-        cond: [B, T, cond_dim], [B, cond_dim] (the same at every step) or None. Returns the
-        dict of `VRNNCell.split_output`, each [B, T, .]. time_major: [T, B, .] in and out.
+        cond: [B, T, cond_dim], [B, cond_dim] (the same at every step), None, or a function
+        of h_{t-1} (`VRNNCell.run_sequence`). Returns the dict of `VRNNCell.split_output`,
+        each [B, T, .]. time_major: [T, B, .] in and out.
         """
         if self.cell.can_run_sequence(feats.shape[0 if time_major else 1]):
             # The same function as the RNN layer below, reorganized for speed (VRNNCell).
             return self.cell.run_sequence(feats, eps, cond, time_major=time_major)
+        if callable(cond):
+            raise ValueError(f"a condition computed from the state needs a static T <= "
+                             f"{MAX_UNROLL}, got T={feats.shape[0 if time_major else 1]}")
         if time_major:  # the RNN layer below is batch-major
             per_step = cond is not None and cond.shape.rank == 3
             out = self.infer_style(_swap(feats), _swap(eps), _swap(cond) if per_step else cond)
@@ -121,7 +125,8 @@ class VRNNBase(FrameNetworks, LatentVariableModel):
         """The generative recurrence for T = seq_len steps.
 
         z: [n, T, z_dim] style codes to decode, or None to draw z_t from the prior p(z_t | h_{t-1});
-        phi_f: [n, T, F] content features per step, or None (VRNN).
+        phi_f: [n, T, F] content features per step, None (VRNN), or a function h_{t-1} [n, r]
+          -> [n, F] (the content attention's context, queried by the state).
         The decoded mean of each frame is fed back as x_t. Returns images [n, T, H, W, C].
         """
         if z is None and eps is None:
@@ -136,7 +141,7 @@ class VRNNBase(FrameNetworks, LatentVariableModel):
             else:
                 z_t = z[:, t]
             phi_z = self.cell.phi_z(z_t)
-            f_t = None if phi_f is None else phi_f[:, t]
+            f_t = phi_f(h) if callable(phi_f) else None if phi_f is None else phi_f[:, t]
             x_t = tf.cast(self.likelihood.mean(self.decoder_params(phi_z, h, f_t)),
                           self.compute_dtype)
             cond = f_t if self.cell.cond_dim else no_cond
@@ -169,16 +174,19 @@ class VRNNBase(FrameNetworks, LatentVariableModel):
             log_qz=per_sequence(tfd.Normal(loc, scale).log_prob(z)),
             kl_z=tf.reduce_sum(kl_dims, -1), kl_z_dims=kl_dims, z_loc=loc, z_sample=z)
 
-    def style_costs(self, b):
+    def style_costs(self, b, cond_per_step=False):
         """Matmuls of one step's frame features, style recurrence, prior and decoder output
-        (the content path and the decoder's content input are the subclass's)."""
+        (the content path and the decoder's content input are the subclass's). cond_per_step:
+        the recurrence's condition is computed from the state at each step (a function
+        `cond` of `run_sequence`), not once per sequence."""
         t, h, r, z = self.seq_len, self.hidden_dim, self.rnn_dim, self.z_dim
         rows = b * t
         mm = self.phi_x.step_costs(rows, input_grad=False)
         # The style recurrence (VRNNCell.run_sequence).
         mm += costs.with_backward("style: phi_x @ [posterior | gru input]", rows, h, h + 3 * r)
-        if self.cell.cond_dim:
-            mm += costs.with_backward("style: phi_f @ gru input", b, h, 3 * r)
+        if self.cell.cond_dim:  # the last step's transition is skipped (per-step cond)
+            mm += costs.with_backward("style: phi_f @ gru input", b, h, 3 * r,
+                                      count=t - 1 if cond_per_step else 1)
         mm += costs.recurrent("style: h @ [posterior | gru recurrent]", b, r, h + 3 * r, t)
         mm += costs.with_backward("style: posterior_net.dense1", b, h, h, count=t)
         mm += costs.with_backward("style: posterior loc|scale", b, h, 2 * z, count=t)

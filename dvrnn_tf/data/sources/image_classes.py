@@ -23,7 +23,7 @@ class ImageClassSequences(SequenceSource):
     name = "image_classes"
     fallback = True
     settings = (DATA_DIR, MANUAL_DIR, LAYOUT, SEQ_LEN)
-    metrics = ("likelihood", *_IMAGE_METRICS, "probes")
+    metrics = ("likelihood", *_IMAGE_METRICS, "probes", "concepts")
     summary = ("digits (embedded), mnist, or any tensorflow-datasets image-classification "
                "set by name (fashion_mnist, kmnist, ...)")
 

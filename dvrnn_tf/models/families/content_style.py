@@ -21,7 +21,8 @@ each leak is closed by construction:
   2016), so z cannot collapse onto its prior (what the first paper's betas do).
 
 Loss per image: nll + beta_f KL_f / T + beta_z max(KL_z, free bits), each KL analytic
-(`tfd` diagonal Gaussians against N(0, I)).
+(`tfd` diagonal Gaussians against N(0, I); KL_f against the content prior, `--content_prior`:
+Gaussian, Dirichlet or stick-breaking, `dvrnn_tf.models.content_codes`).
 """
 import math
 
@@ -33,6 +34,7 @@ from dvrnn_tf.layers import GaussianHead, costs, kl_diag_gaussians, mlp, on_rows
 from dvrnn_tf.cells.style_prior import RecurrentStylePrior
 from dvrnn_tf.models import settings as ms
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
+from dvrnn_tf.models.content_codes import SAMPLE, ContentCodes
 from dvrnn_tf.models.networks import FrameNetworks
 from dvrnn_tf.models.registry import ModelFamily, register
 from dvrnn_tf.settings import Setting
@@ -43,11 +45,12 @@ STYLE_PRIORS = ("normal", "recurrent")
 
 
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
-class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel):
+class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, LatentVariableModel):
     """Global content f, per-frame style z_t, and a decoder that sees only (z_t, f).
 
     Shapes: x [B, T, H, W, C]; q(f | x): batch_shape [B], event_shape [f_dim];
-    q(z_t | x_t, f): batch_shape [B, T], event_shape [z_dim]; p(f), p(z_t) = N(0, I).
+    q(z_t | x_t, f): batch_shape [B, T], event_shape [z_dim]; p(z_t) = N(0, I); p(f) the
+    content prior (N(0, I) by default).
 
     Args (beyond `LatentVariableModel`'s):
       hidden_dim: width of every hidden layer.
@@ -60,12 +63,16 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
       style_prior: "normal", p(z_t) = N(0, I) for every frame (independent frames, the
         papers' MNIST sequences); or "recurrent", p(z_t | z_<t) from a GRU over the earlier
         codes (`RecurrentStylePrior`, DSVAE's dynamics prior: video, where z carries motion).
+      content_prior, dirichlet_concentration, stick_breaking_alpha: the content code's
+        posterior and prior (`dvrnn_tf.models.content_codes`).
     """
 
     def __init__(self, image_shape, seq_len=8, hidden_dim=256, f_dim=16, z_dim=8, beta_f=1.0,
                  beta_z=1.0, kl_z_free_bits=0.0, style_sees_content=True,
                  likelihood="bernoulli", clip_norm=10.0, seed=None, network="mlp",
-                 conv_channels=32, conv_layers=4, style_prior="normal", **kwargs):
+                 conv_channels=32, conv_layers=4, style_prior="normal",
+                 content_prior="gaussian", dirichlet_concentration=1.0,
+                 stick_breaking_alpha=5.0, **kwargs):
         check_positive(hidden_dim=hidden_dim, f_dim=f_dim, z_dim=z_dim)
         if style_prior not in STYLE_PRIORS:
             raise ValueError(f"`style_prior` must be one of {', '.join(STYLE_PRIORS)}, got "
@@ -83,7 +90,8 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
         h = self.hidden_dim
         self.phi_x = self.frame_encoder_layer(h)
         self.content_net = mlp([h], name="content_net")
-        self.content = GaussianHead(self.f_dim, name="content")
+        self.content = self._init_content(content_prior, dirichlet_concentration,
+                                          stick_breaking_alpha)
         self.phi_f = mlp([h], name="phi_f")
         self.style_net = mlp([h], name="style_net")
         self.style = GaussianHead(self.z_dim, name="style")
@@ -113,7 +121,8 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
     # ---- distributions ---------------------------------------------------------------------
 
     def content_params(self, feats):
-        """q(f | x_{1:T}) from frame features [B, T, h]: (loc, scale), each [B, f_dim]."""
+        """q(f | x_{1:T})'s parameters from frame features [B, T, h], each [B, width]
+        (`dvrnn_tf.models.content_codes`; gaussian: (loc, scale))."""
         return self.content(self.content_net(tf.reduce_mean(feats, axis=1)))
 
     def style_params(self, feats, phi_f):
@@ -135,37 +144,35 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
             return phi_f
         return tf.repeat(phi_f[:, None, :], steps, axis=1)
 
-    def _noise(self, x, sample):
-        """(eps_f [B, f_dim], eps_z [B, T, z_dim]) for x [B, T, ...]: standard normal from
-        the model's seed generator, or zeros (the posterior means) when not `sample`."""
-        shape = tf.shape(x)
-        shapes = (tf.stack([shape[0], self.f_dim]), tf.stack([shape[0], shape[1], self.z_dim]))
-        if sample:
-            return tuple(self.normal_noise(s) for s in shapes)
-        return tuple(tf.zeros(s, self.compute_dtype) for s in shapes)
-
     def _infer(self, x, eps_f, eps_z):
-        """Posterior samples f = loc + scale eps_f, z = loc + scale eps_z (zeros: the means)."""
+        """Posterior samples of f (eps_f: as `content_latent` takes it; None: the mean) and of
+        z = loc + scale eps_z (zeros: the means; SAMPLE: drawn here, after f's noise).
+        Returns (x_flat, codes (f_loc, f_scale, f_sample, z_...), phi_f, params, u)."""
         x_flat = self.flatten_frames(x)
         feats = on_rows(self.phi_x, x_flat)
-        f_loc, f_scale = self.content_params(feats)
-        f = f_loc + f_scale * tf.cast(eps_f, f_loc.dtype)
+        params = self.content_params(feats)
+        u = self.content_latent(params, eps_f)
+        f = tf.cast(self.f_prior.to_code(u), self.compute_dtype)
         phi_f = self.phi_f(f)
         z_loc, z_scale = self.style_params(feats, phi_f)
+        if isinstance(eps_z, str) and eps_z == SAMPLE:
+            eps_z = self.normal_noise(tf.shape(z_loc))
         z = z_loc + z_scale * tf.cast(eps_z, z_loc.dtype)
-        return x_flat, dict(f_loc=f_loc, f_scale=f_scale, f_sample=f, z_loc=z_loc,
-                            z_scale=z_scale, z_sample=z), phi_f
+        f_loc, f_scale = (tf.cast(v, self.compute_dtype) for v in self.content_posterior(params))
+        codes = dict(f_loc=f_loc, f_scale=f_scale, f_sample=f, z_loc=z_loc, z_scale=z_scale,
+                     z_sample=z)
+        return x_flat, codes, phi_f, params, u
 
     # ---- the model -------------------------------------------------------------------------
 
     def compute_terms(self, x, training=False):
         steps = tf.shape(x)[1]
-        x_flat, q, phi_f = self._infer(x, *self._noise(x, sample=True))
+        x_flat, q, phi_f, f_params, _ = self._infer(x, SAMPLE, SAMPLE)
         params = self.decoder_params(q["z_sample"], phi_f)
         prior = self.style_prior_params(q["z_sample"])  # on the sampled path
         kl_z = tf.reduce_mean(kl_diag_gaussians(q["z_loc"], q["z_scale"], *prior))  # per frame
         # One f per sequence: its KL shared by the T frames (nats per image).
-        kl_f = tf.reduce_mean(kl_diag_gaussians(q["f_loc"], q["f_scale"]))
+        kl_f = tf.reduce_mean(self.content_kl(f_params))
         kl_f = kl_f / tf.cast(steps, kl_f.dtype)
         return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z, "kl_f": kl_f}
 
@@ -176,7 +183,10 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
             terms = {**terms, "kl_z": tf.maximum(terms["kl_z"], self.kl_z_free_bits)}
         return super().total_loss(terms, step)
 
-    iwae_proposal = "q(f|x) prod_t q(z_t|x_t,f), joint per sequence"
+    @property
+    def iwae_proposal(self):
+        return ("q(f|x) prod_t q(z_t|x_t,f), joint per sequence; content prior "
+                f"{self.f_prior.kind}")
 
     def style_prior_params(self, z):
         """p(z_t | z_<t) along codes z [B, T, z_dim]: (loc, scale), or (None, None) for the
@@ -192,28 +202,25 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
 
     def posterior_terms(self, x, eps_z, eps_f):
         """What `dvrnn_tf.metrics.likelihood.forward_terms` needs (see there): one sample of
-        q(f | x) q(z | x, f) per row, its log densities and the analytic KLs."""
-        x_flat, q, phi_f = self._infer(x, eps_f, eps_z)
+        q(f | x) q(z | x, f) per row (eps_f as `content_noise` draws it, None: f's mean), its
+        log densities and the analytic KLs."""
+        x_flat, q, phi_f, f_params, u = self._infer(x, eps_f, eps_z)
         params = self.decoder_params(q["z_sample"], phi_f)
         q = {k: tf.cast(v, tf.float32) for k, v in q.items()}
         log_px = self.likelihood.distribution(tf.cast(params, tf.float32)).log_prob(
             tf.cast(x_flat, tf.float32))
-        q_f = tfd.Normal(q["f_loc"], q["f_scale"])
         q_z = tfd.Normal(q["z_loc"], q["z_scale"])
-        std = tfd.Normal(0.0, 1.0)
         p_loc, p_scale = self.style_prior_params(q["z_sample"])
-        p_z = std if p_loc is None else tfd.Normal(tf.cast(p_loc, tf.float32),
-                                                   tf.cast(p_scale, tf.float32))
-        kl_f_dims, kl_z_dims = q_f.kl_divergence(std), q_z.kl_divergence(p_z)
+        p_z = tfd.Normal(0.0, 1.0) if p_loc is None else tfd.Normal(
+            tf.cast(p_loc, tf.float32), tf.cast(p_scale, tf.float32))
+        kl_z_dims = q_z.kl_divergence(p_z)
         return {
+            **self.content_terms(f_params, u),
             "log_px": tf.reduce_sum(log_px, -1, keepdims=True),
-            "log_pf": tf.reduce_sum(std.log_prob(q["f_sample"]), -1, keepdims=True),
-            "log_qf": tf.reduce_sum(q_f.log_prob(q["f_sample"]), -1, keepdims=True),
             "log_pz": tf.reduce_sum(p_z.log_prob(q["z_sample"]), [-2, -1])[:, None],
             "log_qz": tf.reduce_sum(q_z.log_prob(q["z_sample"]), [-2, -1])[:, None],
             "kl_z": tf.reduce_sum(kl_z_dims, -1), "kl_z_dims": kl_z_dims,
-            "kl_f": tf.reduce_sum(kl_f_dims, -1), "kl_f_dims": kl_f_dims,
-            **{k: q[k] for k in ("z_loc", "z_sample", "f_loc", "f_sample")}}
+            **{k: q[k] for k in ("z_loc", "z_sample")}}
 
     def call(self, x, training=False):
         """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""
@@ -222,9 +229,14 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
     # ---- codes in and out (ContentStyleGeneration builds swap, interpolate, ... on these) -----
 
     def encode(self, x, sample=True):
-        """Posteriors of f ([B, f_dim]) and z_{1:T} ([B, T, z_dim]): loc, scale, sample.
-        sample=False: z's posterior given f's mean, and samples equal to the locs."""
-        return self._infer(x, *self._noise(x, sample))[1]
+        """Posteriors of f ([B, f_dim]; loc and scale: its posterior mean and standard
+        deviation, on the simplex for the simplex priors) and z_{1:T} ([B, T, z_dim]): loc,
+        scale, sample. sample=False: z's posterior given f's mean, samples equal to the locs."""
+        if sample:
+            return self._infer(x, SAMPLE, SAMPLE)[1]
+        shape = tf.shape(x)
+        return self._infer(x, None, tf.zeros(tf.stack([shape[0], shape[1], self.z_dim]),
+                                              self.compute_dtype))[1]
 
     def reconstruct(self, x):
         """The decoder's mean at the posterior means of f and z: [B, T, H, W, C]."""
@@ -246,7 +258,7 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "f_dim": self.f_dim,
                 "z_dim": self.z_dim, "kl_z_free_bits": self.kl_z_free_bits,
                 "style_sees_content": self.style_sees_content, "style_prior": self.style_prior,
-                **self.network_config()}
+                **self.network_config(), **self.content_config()}
 
     def step_costs(self, batch_size):
         """Every matmul of one training step on `batch_size` sequences (`layers.costs`)."""
@@ -256,7 +268,8 @@ class ContentStyleVAE(ContentStyleGeneration, FrameNetworks, LatentVariableModel
         mm = self.phi_x.step_costs(rows, input_grad=False)
         # Content: the mean of the frames' features, one row per sequence.
         mm += costs.with_backward("content_net.dense0", b, h, h)
-        mm += costs.with_backward("content loc|scale", b, h, 2 * f)
+        width = {"gaussian": 2 * f, "dirichlet": f, "stick_breaking": 2 * (f - 1)}
+        mm += costs.with_backward("content head", b, h, width[self.f_prior.kind])
         mm += costs.with_backward("phi_f", b, f, h)
         # Style per frame from [phi_x(x_t), phi_f(f)]; decoder from [phi_z(z_t), phi_f(f)].
         mm += costs.with_backward("style_net.dense0", rows, style_in, h)
@@ -281,6 +294,7 @@ def _build(name, values, data, *, seed, clip_norm):
     return ContentStyleVAE(
         data.image_shape, seq_len=data.seq_len, hidden_dim=values.hidden_dim,
         f_dim=values.f_dim, z_dim=values.z_dim, beta_f=ms.kl_weight(values, "f"),
+        **ms.content_prior_args(values),
         beta_z=ms.kl_weight(values, "z"), kl_z_free_bits=values.kl_z_free_bits,
         style_sees_content=values.style_sees_content, style_prior=values.style_prior,
         **ms.likelihood_args(values),
@@ -292,9 +306,9 @@ FAMILY = register(ModelFamily(
     model_class=ContentStyleVAE,
     settings=(*ms.LIKELIHOOD_SETTINGS, *ms.NETWORK_SETTINGS, ms.HIDDEN_DIM, ms.Z_DIM, ms.F_DIM,
               *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS, KL_Z_FREE_BITS, STYLE_SEES_CONTENT,
-              STYLE_PRIOR),
-    build=_build, check=ms.check_network,
+              STYLE_PRIOR, *ms.CONTENT_PRIOR_SETTINGS),
+    build=_build, check=ms.check_network_and_content,
     metrics=("likelihood", "judge", "swap", "label_preservation", "probes",
-             "style_preservation"),
+             "style_preservation", "concepts"),
     summary="this package's content/style VAE: f from pooled frames, z_t from one frame, a "
             "decoder that reads only (z_t, f)"))
