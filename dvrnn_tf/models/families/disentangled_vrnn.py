@@ -278,16 +278,23 @@ class DisentangledVRNN(ContentCodes, ContentStyleGeneration, VRNNBase):
         mm += costs.with_backward("decoder_net.dense0 (content)", rows, h, h)
         if slots:
             # In the loop (full: T - 1 calls of one step) and once for all T steps.
-            calls = [(1, t)] + ([(t - 1, 1)] if self.variant == "full" else [])
-            for count, steps in calls:
-                mm += attention_costs("attention", b, steps, t, r, h, h, count)
+            # The loop's first query is h_0 = 0, a constant: no gradient flows into it.
+            calls = [(1, t, 0)] + ([(t - 1, 1, 1)] if self.variant == "full" else [])
+            for count, steps, constant in calls:
+                mm += attention_costs("attention", b, steps, t, r, h, h, count, constant)
         return mm
 
 
-def attention_costs(name, b, steps, slots, query_dim, key_dim, units, count=1):
+def attention_costs(name, b, steps, slots, query_dim, key_dim, units, count=1,
+                    constant_queries=0):
     """`ContentAttention` (one head of width `units`) of `steps` queries over `slots` keys,
-    B sequences: the four projections and the two batched products, with gradients."""
-    mm = costs.with_backward(f"{name}: query", b * steps, query_dim, units, count=count)
+    B sequences: the four projections and the two batched products, with gradients
+    (`constant_queries` of the `count` calls take a query no gradient flows into)."""
+    mm = costs.with_backward(f"{name}: query", b * steps, query_dim, units,
+                             count=count - constant_queries)
+    if constant_queries:
+        mm += costs.with_backward(f"{name}: query", b * steps, query_dim, units,
+                                  count=constant_queries, input_grad=False)
     mm += costs.with_backward(f"{name}: key|value", b * slots, key_dim, units,
                               count=2 * count)
     mm += costs.with_backward(f"{name}: scores", steps, units, slots, count=b * count)
