@@ -295,6 +295,6 @@ FAMILY = register(ModelFamily(
               STYLE_PRIOR),
     build=_build, check=ms.check_network,
     metrics=("likelihood", "judge", "swap", "label_preservation", "probes",
-             "style_preservation"),
+             "style_preservation", "fixed_dynamics", "fixed_content", "factor_swap"),
     summary="this package's content/style VAE: f from pooled frames, z_t from one frame, a "
             "decoder that reads only (z_t, f)"))

@@ -204,6 +204,6 @@ FAMILY = register(ModelFamily(
               ms.Z_DIM, ms.F_DIM, *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS),
     build=_build, check=ms.check_network,
     metrics=("likelihood", "judge", "swap", "label_preservation", "probes",
-             "style_preservation"),
+             "style_preservation", "fixed_dynamics", "fixed_content", "factor_swap"),
     summary="the first paper's Disentangled VRNN: content f and per-step style z_t; *full*: "
             "the style path sees f, *factorized*: it does not"))
