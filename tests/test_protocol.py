@@ -325,3 +325,61 @@ def test_evaluate_names_what_a_source_without_factor_labels_lacks(tmp_path):
     chosen, skipped = _select_metrics("all", "factorized", open_source("digits"))
     assert not set(chosen) & set(protocol.METRICS)
     assert skipped["factor_swap"].startswith("needs static class labels of content")
+
+
+# ---- the same scores for the MNIST swap and fixed content (the image judge) ----------------------
+
+class Replays:
+    """f is the index of a real sequence; decode returns it (whatever the style), so swaps and
+    fixed-content generations are real images: they score what the judge scores on them."""
+
+    def __init__(self, x, seed=0):
+        self.x, self.rng = x, np.random.default_rng(seed)
+
+    def encode(self, x, sample=False):
+        flat = self.x.reshape(len(self.x), -1)
+        index = [np.flatnonzero((flat == s.ravel()).all(1))[0] for s in np.asarray(x)]
+        return {"f_loc": np.asarray(index, np.float32)[:, None]}
+
+    def swap(self, x_content, x_style):
+        return x_content
+
+    def sample_content(self, n):
+        return self.rng.integers(0, len(self.x), (n, 1)).astype(np.float32)
+
+    def decode(self, f, z=None):
+        return self.x[np.asarray(f)[:, 0].astype(int)]
+
+
+def test_mnist_swap_and_fixed_content_report_the_judges_softmax_scores():
+    import keras
+    from scipy import special
+
+    from dvrnn_tf.metrics import disentanglement as dis
+    from dvrnn_tf.metrics.judge import predict_logits
+
+    keras.utils.set_random_seed(0)
+    judge = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    rng = np.random.default_rng(0)
+    x = rng.random((30, 3, 8, 8, 1)).astype(np.float32)
+    y = np.arange(30) % 10
+    probs = special.softmax(predict_logits(judge, x).astype(np.float64), -1).reshape(30, 3, 10)
+    sub = js.class_balanced_subset(y, 5)
+    expected = js.judge_scores(probs[sub].reshape(-1, 10), np.repeat(y[sub], 3))
+    assert expected["n"] == 90 and 1.0 < expected["inception_score"] < 10.0
+
+    swap = dis.swap_accuracy(Replays(x), judge, x, y, seed=5)
+    assert swap["scores"] == pytest.approx(expected)
+    assert swap["judge_scores_on_content"] == pytest.approx(expected)
+    assert swap["accuracy"] == pytest.approx(np.mean(probs.argmax(-1) == y[:, None]))
+
+    kept = dis.label_preservation(Replays(x), judge, x, y, num_styles=3, seed=5,
+                                  num_prior_contents=7)
+    scores = kept["posterior_f"]["scores"]
+    for name in ("accuracy", "inception_score", "h_y_given_x", "h_y"):
+        assert scores[name]["values"] == pytest.approx([expected[name]] * 3), name
+        assert scores[name]["std"] == pytest.approx(0.0, abs=1e-12)
+    prior = kept["prior_f"]["scores"]
+    assert prior["n"] == 7 * 3 * 3 and 1.0 <= prior["inception_score"] <= 10.0
+    assert math.log(prior["inception_score"]) == pytest.approx(prior["h_y"] - prior["h_y_given_x"])
