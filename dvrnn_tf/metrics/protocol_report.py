@@ -61,7 +61,7 @@ def _bars(ax, test, scores) -> None:
              if "inception_score" in s]
     ax.set_title(f"{test} ({scores['draws']} draws, N={scores['num_sequences']}; grey: "
                  f"should fall to chance)\n" + "\n".join(lines[:5]), fontsize="x-small")
-    ax.legend(fontsize="xx-small", loc="lower right")
+    ax.legend(fontsize="xx-small", loc="center right")
 
 
 def _f(stat) -> str:
