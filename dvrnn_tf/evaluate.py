@@ -16,6 +16,10 @@ each model family and each data source declares which):
   knn                 kNN class accuracy of latent means            (beta_vae)
   concepts            clustering accuracy (Hungarian) and NMI of f's posterior means against
                       the class, without labels (models with f; data with a class label)
+  fixed_dynamics      the field's protocol (DESIGN 6), on sources that declare content and
+  fixed_content       dynamics labels (sprites): a sequence judge's accuracy, IS, H(y|x), H(y)
+  factor_swap         of generations with z kept / f kept / f of A with z of B, mean and std
+                      over --protocol_draws draws                   (models with f and z)
 
 The library (`evaluate_run`, `EvalOptions`, `summarize`, ...) is `dvrnn_tf.metrics.evaluation`,
 re-exported here; this module's flags are defined only when it runs as the program (so that

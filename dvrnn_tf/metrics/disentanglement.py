@@ -13,9 +13,11 @@ import contextlib
 import inspect
 
 import numpy as np
+from scipy import special
 
+from dvrnn_tf.metrics import judge_scores as js
 from dvrnn_tf.metrics import morphometry
-from dvrnn_tf.metrics.judge import predict
+from dvrnn_tf.metrics.judge import predict_logits
 
 
 @contextlib.contextmanager
@@ -48,6 +50,22 @@ def _batched(fn, n, batch_size):
     return np.concatenate(parts)
 
 
+def _judged(judge, images):
+    """(classes int64 [...], softmax float64 [..., K]) of the image judge on images
+    [..., H, W, C]: one pass gives both the labels and the field's scores."""
+    lead = np.shape(images)[:-3]
+    probs = special.softmax(predict_logits(judge, images).astype(np.float64), axis=-1)
+    return probs.argmax(-1).reshape(lead), probs.reshape(lead + (-1,))
+
+
+def _frame_scores(probs, y, seed: int) -> dict:
+    """`judge_scores` (accuracy, IS, H(y|x), H(y), n) of judged frames probs [N, T, K] of
+    sequences labelled y [N], on a class-balanced subset of the sequences (every frame)."""
+    sub = js.class_balanced_subset(y, seed)
+    return js.judge_scores(probs[sub].reshape(-1, probs.shape[-1]),
+                           np.repeat(np.asarray(y)[sub], probs.shape[1]))
+
+
 def _accuracy(pred, labels):
     """Overall and per-step share of pred [N, T] equal to labels [N]."""
     hit = pred == np.asarray(labels)[:, None]
@@ -66,6 +84,9 @@ def label_preservation(model, judge, x, y, num_styles: int = 4, seed: int = 0,
       (what `generate_fixed_content` does); a prior content has no label, so the score is the
       share of its images judged as its majority class (consistency), and `classes_covered`
       counts the distinct majority classes (a model that always draws one digit scores 1 too).
+    scores: the field's IS, H(y|x), H(y) from the judge's softmax (`judge_scores`): for
+      posterior_f per style draw on a class-balanced subset of the contents (every frame),
+      mean and std over the num_styles draws; for prior_f over every frame (no labels).
     """
     x, y = _np(x), np.asarray(y)
     with seeded(model, seed):
@@ -73,24 +94,32 @@ def label_preservation(model, judge, x, y, num_styles: int = 4, seed: int = 0,
                      batch_size)
         rep = np.repeat(f, num_styles, axis=0)
         images = _batched(lambda a, b: _np(model.decode(rep[a:b])), len(rep), batch_size)
-        pred = predict(judge, images)  # [N * S, T]
+        pred, probs = _judged(judge, images)  # [N * S, T], [N * S, T, K]
         acc, per_step = _accuracy(pred, np.repeat(y, num_styles))
+        draws = [_frame_scores(probs[s::num_styles], y, seed) for s in range(num_styles)]
         # generate_fixed_content(num_styles) for each of num_prior_contents contents, batched.
         prior_f = np.repeat(_np(model.sample_content(num_prior_contents)), num_styles, axis=0)
         prior_images = _batched(lambda a, b: _np(model.decode(prior_f[a:b])), len(prior_f),
                                 batch_size)
     shares, majorities = [], []
-    for p in predict(judge, prior_images).reshape(num_prior_contents, -1):
+    prior_pred, prior_probs = _judged(judge, prior_images)
+    flat = prior_probs.reshape(-1, prior_probs.shape[-1])
+    prior_scores = {"inception_score": js.inception_score(flat),
+                    "h_y_given_x": js.conditional_entropy(flat),
+                    "h_y": js.marginal_entropy(flat), "n": int(len(flat))}
+    for p in prior_pred.reshape(num_prior_contents, -1):
         counts = np.bincount(p)
         majorities.append(int(counts.argmax()))
         shares.append(counts.max() / len(p))
     return {"posterior_f": {"accuracy": acc, "per_step": per_step, "num_contents": int(len(x)),
                             "styles_per_content": int(num_styles),
-                            "num_images": int(pred.size)},
+                            "num_images": int(pred.size), "scores": js.mean_and_std(draws),
+                            "scores_subset": "class-balanced contents, every frame, per style "
+                                             "draw"},
             "prior_f": {"consistency": float(np.mean(shares)) if shares else None,
                         "num_contents": int(num_prior_contents),
                         "styles_per_content": int(num_styles),
-                        "classes_covered": int(len(set(majorities)))},
+                        "classes_covered": int(len(set(majorities))), "scores": prior_scores},
             "chance": 1.0 / max(1, judge.output_shape[-1]), "seed": int(seed)}
 
 
@@ -113,21 +142,26 @@ def swap_accuracy(model, judge, x, y, seed: int = 0, batch_size: int = 256) -> d
     accuracy: the share of swapped frames judged as A's class, overall and per time step (the
     first frame, decoded from h_0, differs from the rest); style_class_share: the share judged
     as B's class (content leaking through the style code); judge_accuracy_on_content: the
-    judge's accuracy on A's own frames, the ceiling of `accuracy`.
+    judge's accuracy on A's own frames, the ceiling of `accuracy`; scores: accuracy, IS,
+    H(y|x), H(y) from the judge's softmax on a class-balanced subset of the pairs (by A's
+    class, every frame), beside the same of A's own frames (`judge_scores_on_content`).
     """
     x, y = _np(x), np.asarray(y)
     partner = swap_pairs(y, seed)
     with seeded(model, seed):
         images = _batched(lambda a, b: _np(model.swap(x[a:b], x[partner[a:b]])), len(x),
                           batch_size)
-    pred = predict(judge, images)
+    pred, probs = _judged(judge, images)
     acc, per_step = _accuracy(pred, y)
     style_share, style_per_step = _accuracy(pred, y[partner])
-    own, own_per_step = _accuracy(predict(judge, x), y)
+    own_pred, own_probs = _judged(judge, x)
+    own, own_per_step = _accuracy(own_pred, y)
     return {"accuracy": acc, "per_step": per_step, "first_step": per_step[0],
             "later_steps": float(np.mean(per_step[1:])) if len(per_step) > 1 else None,
             "style_class_share": style_share, "style_class_share_per_step": style_per_step,
             "judge_accuracy_on_content": own, "num_pairs": int(len(x)),
+            "scores": _frame_scores(probs, y, seed),
+            "judge_scores_on_content": _frame_scores(own_probs, y, seed),
             "num_images": int(pred.size), "chance": 1.0 / max(1, judge.output_shape[-1]),
             "seed": int(seed)}
 

@@ -16,7 +16,8 @@ import pathlib
 import time
 
 METRICS = ("likelihood", "judge", "swap", "label_preservation", "probes",
-           "style_preservation", "knn", "concepts")
+           "style_preservation", "knn", "concepts",
+           "fixed_dynamics", "fixed_content", "factor_swap")
 # Former metric names, still accepted by --metrics.
 ALIASES = {"style_leakage": "probes"}
 
@@ -49,6 +50,8 @@ class EvalOptions:
     judge_dir: str = ""
     judge_seed: int = 0
     judge_epochs: int = 0
+    protocol_sequences: int = 0
+    protocol_draws: int = 5
     data_dir: str = ""
     manual_dir: str = ""
     output_dir: str = ""
@@ -72,6 +75,10 @@ class EvalOptions:
                      "~/.cache/dvrnn_tf/judges).",
         "judge_seed": "Seed of the judge (the cache key is data set and seed).",
         "judge_epochs": "Epochs of a judge trained here; 0: the judge module's default.",
+        "protocol_sequences": "Held-out sequences in the field's protocol (fixed_dynamics, "
+                              "fixed_content, factor_swap); 0: all of the split.",
+        "protocol_draws": "Draws of the prior samples (the swap: of the pairing) each "
+                          "protocol figure is the mean and std of.",
         "data_dir": "Overrides the run's --data_dir.",
         "manual_dir": "Overrides the run's --manual_dir.",
         "output_dir": "Where eval.json and report.png go (default: the run directory).",
@@ -146,7 +153,8 @@ def _select_metrics(requested: str, model_name: str, source):
         if m not in family_metrics:
             reason = f"applies to {', '.join(applies_to(m))}, not {model_name}"
         elif m not in data_metrics:
-            reason = source.why_not(m)
+            from dvrnn_tf.metrics import protocol
+            reason = protocol.why_not(source) if m in protocol.METRICS else source.why_not(m)
         else:
             chosen.append(m)
             continue
@@ -177,10 +185,10 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
     if opts.split not in ("train", "validation", "test"):
         _fail(f"--split must be train, validation or test, got {opts.split!r}")
     for name in ("iwae_k", "iwae_sequences", "eval_sequences", "probe_sequences", "seed",
-                 "judge_seed", "judge_epochs"):
+                 "judge_seed", "judge_epochs", "protocol_sequences"):
         if getattr(opts, name) < 0:
             _fail(f"--{name} must be >= 0, got {getattr(opts, name)}")
-    for name in ("iwae_chunk", "num_styles", "style_sources"):
+    for name in ("iwae_chunk", "num_styles", "style_sources", "protocol_draws"):
         if getattr(opts, name) < 1:
             _fail(f"--{name} must be >= 1, got {getattr(opts, name)}")
     config, model = load_run(run_dir)
@@ -197,6 +205,8 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
     from dvrnn_tf.metrics import disentanglement as dis
     from dvrnn_tf.metrics import judge as judge_lib
     from dvrnn_tf.metrics import likelihood as lik
+    from dvrnn_tf.metrics import protocol
+    from dvrnn_tf.metrics.judge_cache import JudgeNotGoodEnough
     from dvrnn_tf.training import RunDir, write_json_atomic
 
     run = RunDir(pathlib.Path(os.path.abspath(os.fspath(run_dir))))
@@ -230,9 +240,12 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
     judge = None
     if any(m in chosen for m in ("judge", "swap", "label_preservation")):
         start = time.perf_counter()
-        judge, info = judge_lib.load_or_train_judge(
-            config.dataset, seed=opts.judge_seed, judge_dir=opts.judge_dir or None,
-            epochs=opts.judge_epochs or judge_lib.DEFAULT_EPOCHS, **load)
+        try:
+            judge, info = judge_lib.load_or_train_judge(
+                config.dataset, seed=opts.judge_seed, judge_dir=opts.judge_dir or None,
+                epochs=opts.judge_epochs or judge_lib.DEFAULT_EPOCHS, **load)
+        except JudgeNotGoodEnough as e:
+            _fail(str(e))
         result["judge"] = {"info": info}
         result["seconds"]["judge_load_or_train"] = time.perf_counter() - start
 
@@ -243,6 +256,17 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
         return value
 
     extras = {}
+    tests = [m for m in chosen if m in protocol.METRICS]
+    if tests:  # the field's protocol: one sequence judge, every test on the same codes
+        try:
+            result.update(timed("protocol", lambda: protocol.measure(
+                model, source, held_out, tests, split=opts.split,
+                judge_dir=opts.judge_dir or None, judge_seed=opts.judge_seed,
+                judge_epochs=opts.judge_epochs, sequences=opts.protocol_sequences,
+                draws=opts.protocol_draws, seed=opts.seed)))
+        except (protocol.ProtocolError, JudgeNotGoodEnough) as e:
+            _fail(str(e))
+        extras["protocol"] = protocol.figure_sequences(model, x, seed=opts.seed)
     for m in chosen:
         if m == "likelihood":
             limit = opts.iwae_sequences or None
@@ -419,6 +443,8 @@ def summarize(result) -> dict:
         if "kmeans" in result["concepts"]:
             s["cluster_accuracy_kmeans"] = result["concepts"]["kmeans"]["accuracy"]
             s["cluster_nmi_kmeans"] = result["concepts"]["kmeans"]["nmi"]
+    from dvrnn_tf.metrics.protocol import summary as protocol_summary
+    s.update(protocol_summary(result))
     training = result.get("training") or {}
     if training.get("train_seconds_this_process") is not None:
         s["train_seconds"] = training["train_seconds_this_process"]

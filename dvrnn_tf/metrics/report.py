@@ -74,9 +74,13 @@ def write_report(model, result, x, y, extras, path, seed=0):
     from dvrnn_tf import figures
     from dvrnn_tf.metrics.disentanglement import seeded
 
-    fig = Figure(figsize=(15, 17))
+    from dvrnn_tf.metrics import protocol_report
+
+    protocol = protocol_report.has_protocol(result)
+    fig = Figure(figsize=(15, 17 + (8 if protocol else 0)))
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(5, 3, height_ratios=[0.3, 0.6, 1.1, 0.9, 0.9])
+    grid = fig.add_gridspec(7 if protocol else 5, 3, height_ratios=[0.3, 0.6, 1.1, 0.9, 0.9]
+                            + ([1.1, 0.9] if protocol else []))
     ax = fig.add_subplot(grid[0, :])
     ax.axis("off")
     ax.text(0.0, 1.0, "\n".join(_text_lines(result)), va="top", ha="left", family="monospace",
@@ -114,6 +118,8 @@ def write_report(model, result, x, y, extras, path, seed=0):
         ax.axis("off")
         ax.text(0.5, 0.5, "no morphometrics (style preservation was not measured on this run)",
                 ha="center", va="center", fontsize=9)
+    if protocol:
+        protocol_report.draw(fig, grid[5, :], grid[6, :], result, extras.get("protocol"))
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=80)

@@ -30,7 +30,9 @@ FACTORS = (*(Factor(name, sprites.VARIANTS) for name in sprites.STATIC_FACTORS),
 class Sprites(SequenceSource):
     name = "sprites"
     settings = (MANUAL_DIR, DATA_DIR, VALIDATION_CHARACTERS)
-    metrics = ("likelihood", "probes")
+    metrics = ("likelihood", "probes", "fixed_dynamics", "fixed_content", "factor_swap")
+    # The field's protocol (`dvrnn_tf.metrics.protocol`): what f and what z should carry.
+    protocol_factors = {"content": sprites.STATIC_FACTORS, "dynamics": ("motion",)}
     summary = "Sprites: 8 frames of 64x64x3, 1296 characters x 9 motions (--manual_dir: sheets)"
 
     @classmethod
@@ -43,6 +45,11 @@ class Sprites(SequenceSource):
         return sprites.prepare(pathlib.Path(self.values.manual_dir),
                                cache_root(self.values.data_dir),
                                self.values.sprites_validation_characters)
+
+    def raw_arrays(self, split):
+        """(x uint8 [N, 8, 64, 64, 3] memory-mapped, {label: int64 [N]}) of a split, as
+        prepared: no scaling, no binarization (what the protocol's judge learns from)."""
+        return sequence_cache.load(self._entry(), split)
 
     def spec(self):
         return DataSpec((sprites.CELL, sprites.CELL, 3), sprites.FRAMES, FACTORS)

@@ -309,6 +309,7 @@ FAMILY = register(ModelFamily(
               STYLE_PRIOR, *ms.CONTENT_PRIOR_SETTINGS),
     build=_build, check=ms.check_network_and_content,
     metrics=("likelihood", "judge", "swap", "label_preservation", "probes",
-             "style_preservation", "concepts"),
+             "style_preservation", "concepts",
+             "fixed_dynamics", "fixed_content", "factor_swap"),
     summary="this package's content/style VAE: f from pooled frames, z_t from one frame, a "
             "decoder that reads only (z_t, f)"))

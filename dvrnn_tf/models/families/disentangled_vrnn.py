@@ -328,6 +328,7 @@ FAMILY = register(ModelFamily(
               *ms.CONTENT_PRIOR_SETTINGS, CONTENT_ATTENTION),
     build=_build, check=ms.check_network_and_content,
     metrics=("likelihood", "judge", "swap", "label_preservation", "probes",
-             "style_preservation", "concepts"),
+             "style_preservation", "concepts",
+             "fixed_dynamics", "fixed_content", "factor_swap"),
     summary="the first paper's Disentangled VRNN: content f and per-step style z_t; *full*: "
             "the style path sees f, *factorized*: it does not"))
