@@ -9,7 +9,7 @@ MNIST   ?= $(SHARED)/data/mnist
 DATA_DIR ?= .cache/tensorflow_datasets
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test install clean results sweep bench
+.PHONY: demo test install clean results sweep bench proposals
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,23 @@ results: $(VENV)/.installed
 sweep: $(VENV)/.installed
 	$(PY) -m dvrnn_tf.experiments.sweep --manual_dir=$(abspath $(MNIST)) --data_dir=$(abspath $(DATA_DIR)) \
 	  --iwae_k=100 --iwae_sequences=250 $(SWEEP_ARGS)
+
+# The first paper's proposals (docs/proposals.md): every row of flags/sweeps/proposals.txt
+# trained, evaluated on validation (where the rows are compared), then on test (the numbers
+# reported), then the page's table and figure; resumable. SEEDS=0 for one seed.
+SEEDS ?= 0,1,2
+PROPOSALS = --variants=flags/sweeps/proposals.txt --runs_root=runs/proposals --seeds=$(SEEDS) \
+	--manual_dir=$(abspath $(MNIST)) --data_dir=$(abspath $(DATA_DIR)) --override=--nofigures \
+	--override=--checkpoint_every=5 --override=--validation_freq=5 \
+	--override=--steps_per_execution=8 --iwae_sequences=250 --probe_sequences=1000
+proposals: $(VENV)/.installed
+	$(PY) -m dvrnn_tf.experiments.sweep $(PROPOSALS) --eval_split=validation --iwae_k=10 \
+	  --metrics=likelihood,swap,concepts --eval_sequences=300 --pareto_png= \
+	  --out_md=docs/proposals_validation.md --out_json=docs/proposals_validation.json
+	$(PY) -m dvrnn_tf.experiments.sweep $(PROPOSALS) --eval_split=test --iwae_k=100 \
+	  --eval_sequences=500 --pareto_png=docs/figures/proposals_pareto.png \
+	  --out_md=docs/proposals_test.md --out_json=docs/proposals_test.json
+	$(PY) scripts/proposals_report.py
 
 # The speed benchmark (docs/performance.md): every model, both configurations, XLA off/on.
 bench: $(VENV)/.installed
