@@ -187,7 +187,7 @@ def test_a_model_no_metric_applies_to_is_refused():
     with pytest.raises(EvaluationError, match="no metric.*'cvae'.*measures"):
         _select_metrics("all", "cvae", open_source("digits"))
     chosen, skipped = _select_metrics("all", "factorized", open_source("digits", {"layout": "rows"}))
-    assert chosen == ["likelihood", "probes"] and "layout=rows" in skipped["swap"]
+    assert chosen == ["likelihood", "probes", "concepts"] and "layout=rows" in skipped["swap"]
 
 
 def test_sweep_of_variants_writes_one_table(tmp_path, judge_dir):
