@@ -109,3 +109,10 @@ def check_network_and_content(name, values, data) -> None:
     """`check_network` and `check_content_prior`: the check of the families with f."""
     check_network(name, values, data)
     check_content_prior(values)
+
+
+# What `evaluate` measures of a model with a content code f and a style code z_{1:T}
+# (`ModelFamily.metrics`; the data source decides which of them it can feed).
+CONTENT_AND_STYLE_METRICS = ("likelihood", "judge", "swap", "label_preservation", "probes",
+                             "style_preservation", "concepts",
+                             "fixed_dynamics", "fixed_content", "factor_swap")

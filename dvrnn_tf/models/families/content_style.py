@@ -308,8 +308,6 @@ FAMILY = register(ModelFamily(
               *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS, KL_Z_FREE_BITS, STYLE_SEES_CONTENT,
               STYLE_PRIOR, *ms.CONTENT_PRIOR_SETTINGS),
     build=_build, check=ms.check_network_and_content,
-    metrics=("likelihood", "judge", "swap", "label_preservation", "probes",
-             "style_preservation", "concepts",
-             "fixed_dynamics", "fixed_content", "factor_swap"),
+    metrics=ms.CONTENT_AND_STYLE_METRICS,
     summary="this package's content/style VAE: f from pooled frames, z_t from one frame, a "
             "decoder that reads only (z_t, f)"))

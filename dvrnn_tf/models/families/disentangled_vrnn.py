@@ -327,8 +327,6 @@ FAMILY = register(ModelFamily(
               ms.Z_DIM, ms.F_DIM, *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS,
               *ms.CONTENT_PRIOR_SETTINGS, CONTENT_ATTENTION),
     build=_build, check=ms.check_network_and_content,
-    metrics=("likelihood", "judge", "swap", "label_preservation", "probes",
-             "style_preservation", "concepts",
-             "fixed_dynamics", "fixed_content", "factor_swap"),
+    metrics=ms.CONTENT_AND_STYLE_METRICS,
     summary="the first paper's Disentangled VRNN: content f and per-step style z_t; *full*: "
             "the style path sees f, *factorized*: it does not"))
