@@ -45,9 +45,11 @@ def _stat(entry, key):
 def _cell(stats, scale, digits):
     if not stats:
         return "–"
-    mean, std = stats["mean"] * scale, stats["std"] * scale
-    text = f"{mean:.{digits}f}"
-    return text + (f" ± {std:.{digits}f}" if std is not None and math.isfinite(std) else "")
+    text = f"{stats['mean'] * scale:.{digits}f}"
+    std = stats.get("std")  # None with one seed
+    if std is None or not math.isfinite(std):
+        return text
+    return text + f" ± {std * scale:.{digits}f}"
 
 
 def select(validation):
@@ -88,7 +90,7 @@ def figure(test, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), dpi=120)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6.5), dpi=120)
     colors = {"gauss": "tab:blue", "dir": "tab:orange", "sb": "tab:green"}
     names, accs, nmis, acc_err, nmi_err = [], [], [], [], []
     for name, entry in test["configs"].items():
@@ -113,8 +115,9 @@ def figure(test, path):
     left.set_xlim(-0.02, 1.02)
     left.set_ylim(0, 1.02)
     left.grid(alpha=0.3)
-    left.legend(fontsize=7, loc="lower left")
-    left.set_title("test split: mean ± std over seeds")
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+    seeds = max(len(e["seeds"]) for e in test["configs"].values())
+    left.set_title(f"test split, {seeds} seed(s) a row: mean ± std")
     x = range(len(names))
     right.bar([i - 0.2 for i in x], accs, 0.4, yerr=acc_err, label="clustering accuracy",
               capsize=2)
