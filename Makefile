@@ -9,7 +9,7 @@ MNIST   ?= $(SHARED)/data/mnist
 DATA_DIR ?= .cache/tensorflow_datasets
 PYTEST_ARGS ?= -n 2 --durations=20
 
-.PHONY: demo test install clean results sweep bench proposals
+.PHONY: demo test install clean results sweep bench proposals sprites
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,16 @@ proposals: $(VENV)/.installed
 	  --eval_sequences=500 --pareto_png=docs/figures/proposals_pareto.png \
 	  --out_md=docs/proposals_test.md --out_json=docs/proposals_test.json
 	$(PY) scripts/proposals_report.py
+
+# The field's Sprites table (docs/sprites.md): every row of flags/sweeps/sprites.txt trained for
+# SEEDS (~35 min a run on 2 cores) and evaluated on test with the protocol; resumable.
+SPRITES ?= $(SHARED)/data/sprites
+sprites: $(VENV)/.installed
+	$(PY) -m dvrnn_tf.experiments.sweep --variants=flags/sweeps/sprites.txt --dataset=sprites \
+	  --manual_dir=$(abspath $(SPRITES)) --runs_root=runs/sprites_table --seeds=$(SEEDS) \
+	  --eval_split=test --iwae_k=100 --iwae_sequences=200 --eval_sequences=1000 \
+	  --probe_sequences=2000 --pareto_png= \
+	  --out_md=docs/sprites_table.md --out_json=docs/sprites_table.json
 
 # The speed benchmark (docs/performance.md): every model, both configurations, XLA off/on.
 bench: $(VENV)/.installed

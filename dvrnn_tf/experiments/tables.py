@@ -21,6 +21,14 @@ COLUMNS = [
     ("active_z", "active z", None, 0),
     ("swap_accuracy", "swap acc %", 100, 1),
     ("swap_first_step", "swap t=1 %", 100, 1),
+    # The field's protocol (sources with content and dynamics factors: Sprites).
+    ("fixed_dynamics[motion]", "fixed dyn.: motion %", 100, 1),
+    ("fixed_dynamics_is[motion]", "IS", 1, 2),
+    ("fixed_dynamics_h_y_given_x[motion]", "H(y|x)", 1, 3),
+    *((f"fixed_content[{f}]", f"fixed content: {f} %", 100, 1)
+      for f in ("body", "bottomwear", "topwear", "hair")),
+    *((f"factor_swap[{f}]", f"swap: {f} %", 100, 1)
+      for f in ("body", "bottomwear", "topwear", "hair", "motion")),
     ("label_preservation", "label pres %", 100, 1),
     ("probe_z", "leak: probe z %", 100, 1),
     ("probe_f", "probe f %", 100, 1),
