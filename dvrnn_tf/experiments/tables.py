@@ -24,7 +24,7 @@ COLUMNS = [
     # The field's protocol (sources with content and dynamics factors: Sprites).
     ("fixed_dynamics[motion]", "fixed dyn.: motion %", 100, 1),
     ("fixed_dynamics_is[motion]", "IS", 1, 2),
-    ("fixed_dynamics_h_y_given_x[motion]", "H(y|x)", 1, 3),
+    ("fixed_dynamics_h_y_given_x[motion]", "H(y\\|x)", 1, 3), : a | in a cell| : a | in a cell
     *((f"fixed_content[{f}]", f"fixed content: {f} %", 100, 1)
       for f in ("body", "bottomwear", "topwear", "hair")),
     *((f"factor_swap[{f}]", f"swap: {f} %", 100, 1)
@@ -129,8 +129,8 @@ def write_table(results: dict, out_md: pathlib.Path):
         f"`{ev.get('split', 'test')}`"
         + (" - the split settings are chosen on; test is read only for reported numbers"
            if ev.get("split") == "validation" else "")
-        + f"; nats per frame; likelihood `bernoulli` on the {ev.get('split', 'test')} set "
-        "binarized once):",
+        + "; nats per frame under each run's likelihood (a Bernoulli one on the "
+        f"{ev.get('split', 'test')} set binarized once)):",
         f"- **NLL ≤ (IWAE)**: the importance-weighted bound with K = {ev.get('iwae_k')} samples "
         "of f and z jointly per sequence (per frame for the β-VAE), "
         + (f"on the first {ev['iwae_sequences']} held-out sequences" if ev.get("iwae_sequences")
