@@ -24,7 +24,7 @@ COLUMNS = [
     # The field's protocol (sources with content and dynamics factors: Sprites).
     ("fixed_dynamics[motion]", "fixed dyn.: motion %", 100, 1),
     ("fixed_dynamics_is[motion]", "IS", 1, 2),
-    ("fixed_dynamics_h_y_given_x[motion]", "H(y\\|x)", 1, 3), : a | in a cell| : a | in a cell
+    ("fixed_dynamics_h_y_given_x[motion]", "H(y\\|x)", 1, 3),  # \\| keeps the table cell whole
     *((f"fixed_content[{f}]", f"fixed content: {f} %", 100, 1)
       for f in ("body", "bottomwear", "topwear", "hair")),
     *((f"factor_swap[{f}]", f"swap: {f} %", 100, 1)
