@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import pathlib
 import socket
 import threading
 import urllib.parse
@@ -184,7 +185,7 @@ def _load_tfds(name: str, split: str, data_dir, manual_dir) -> ImageSet:
         raise ValueError(f"data set {name!r} has {dtype} images of shape {shape}; only uint8 "
                          "images of one fixed size can be stacked into sequences")
     if not builder.is_prepared():
-        _prepare(builder, name, data_dir, manual_dir)
+        builder = _prepare_once(builder, name, data_dir, manual_dir)
     if split != "test" and "validation" not in builder.info.splits:
         return carve_validation(_read_tfds_split(builder, name, "train"), split)
     return _read_tfds_split(builder, name, split)
@@ -210,6 +211,23 @@ def _fix_hint(name: str) -> str:
     example = " (e.g. ../shared/data/mnist)" if name == "mnist" else ""
     return (f"Pass --manual_dir=<a folder with the original files of {name!r}>{example}, or "
             f"--data_dir=<the folder where a prepared copy lives>, or run once with a network.")
+
+
+def _prepare_once(builder, name: str, data_dir, manual_dir):
+    """The builder, prepared by this process or by another one that held the lock first: two
+    processes preparing one data set into one data_dir would both build it, and the second
+    rename fails (tfds has no lock of its own)."""
+    import tensorflow_datasets as tfds
+
+    from dvrnn_tf.data.folder_cache import locked
+
+    root = pathlib.Path(os.fspath(builder.data_dir)).parent  # <data_dir>/<name>[/<config>]
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root / ".prepare.lock"):
+        if builder.is_prepared():  # another process prepared it while this one waited
+            return tfds.builder(name, data_dir=data_dir)
+        _prepare(builder, name, data_dir, manual_dir)
+    return builder
 
 
 def _prepare(builder, name: str, data_dir, manual_dir) -> None:
