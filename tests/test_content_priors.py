@@ -8,9 +8,9 @@ import tensorflow_probability as tfp
 from scipy import integrate, special, stats
 
 from dvrnn_tf.layers import stick_breaking as sb
+from dvrnn_tf.layers.content_posterior_head import HEAD_OPTIONS, ContentPosteriorHead
 from dvrnn_tf.layers.content_priors import (
-    CONTENT_PRIORS, HEAD_OPTIONS, STICK_MAX_CONCENTRATION, ContentPosteriorHead, ContentPrior,
-    content_prior, stateless_seed)
+    CONTENT_PRIORS, STICK_MAX_CONCENTRATION, ContentPrior, content_prior, stateless_seed)
 
 tfd = tfp.distributions
 N_MC = 20000

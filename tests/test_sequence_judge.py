@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dvrnn_tf.metrics import judge_data
 from dvrnn_tf.metrics import judge_scores as js
 from dvrnn_tf.metrics import sequence_judge as sj
 
@@ -200,21 +201,21 @@ def test_the_pipeline_reads_rows_by_index_and_augments_half(data):
     x, labels = data["val"]
     y = np.stack([labels[f.name] for f in FACTORS], 1)
     names = [f.name for f in FACTORS]
-    batches = list(sj.sequence_dataset(x, y, names, 32))
+    batches = list(judge_data.sequence_dataset(x, y, names, 32))
     np.testing.assert_allclose(np.concatenate([b[0] for b in batches]), x / 255.0, atol=1e-6)
     np.testing.assert_array_equal(np.concatenate([b[1]["motion"] for b in batches]),
                                   labels["motion"])
-    shuffled = list(sj.sequence_dataset(x, y, names, 32, shuffle_seed=0))
+    shuffled = list(judge_data.sequence_dataset(x, y, names, 32, shuffle_seed=0))
     got = np.concatenate([b[0] for b in shuffled]).reshape(len(x), -1)
     assert not np.allclose(got, x.reshape(len(x), -1) / 255.0)            # reordered,
     np.testing.assert_allclose(np.sort(got.sum(1)), np.sort(x.reshape(len(x), -1).sum(1) / 255.0),
                                rtol=1e-5)                                # every row once
     frames = tf.constant(x[:64] / 255.0, tf.float32)
-    out = sj.augment_sequences(frames, tf.constant([3, 4], tf.int64)).numpy()
+    out = judge_data.augment_sequences(frames, tf.constant([3, 4], tf.int64)).numpy()
     same = np.all(out == frames.numpy(), axis=(1, 2, 3, 4))
     assert 0.3 < same.mean() < 0.7                            # half kept as they are
     assert out.min() >= 0 and out.max() <= 1
     changed = np.abs(out[~same] - frames.numpy()[~same]).mean()
     assert 0.005 < changed < 0.1, changed                     # changed, yet a little
-    again = sj.augment_sequences(frames, tf.constant([3, 4], tf.int64)).numpy()
+    again = judge_data.augment_sequences(frames, tf.constant([3, 4], tf.int64)).numpy()
     np.testing.assert_array_equal(out, again)

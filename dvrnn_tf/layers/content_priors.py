@@ -1,7 +1,7 @@
 """The content code f's posterior and prior: Gaussian, Dirichlet or stick-breaking (DESIGN 7).
 
 A model holds one `ContentPrior` (from `content_prior(kind, dim, **options)`) and one
-`ContentPosteriorHead` (its `head()`); the head maps features [..., d_in] to the posterior's
+`ContentPosteriorHead` (its `head()`, `dvrnn_tf.layers.content_posterior_head`); the head maps features [..., d_in] to the posterior's
 parameters, a tuple of float32 tensors, and the prior object does everything else with them:
 
   kind            params [...]               latent u (densities over)   f = to_code(u)
@@ -32,8 +32,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from dvrnn_tf.layers import stick_breaking as sb
-from dvrnn_tf.layers.distributions import MIN_SCALE
-from dvrnn_tf.layers.mlp import on_rows
 
 tfd = tfp.distributions
 
@@ -57,20 +55,15 @@ STICK_MAX_CONCENTRATION = 10.0
 # sticks; alpha = 1 would leave 0.1%. dirichlet_concentration = 1: uniform on the simplex.
 PRIOR_OPTIONS = {"gaussian": {}, "dirichlet": {"dirichlet_concentration": 1.0},
                  "stick_breaking": {"stick_breaking_alpha": 5.0}}
-HEAD_OPTIONS = {
-    "gaussian": {"min_scale": MIN_SCALE},
-    "dirichlet": {"min_concentration": DIRICHLET_MIN_CONCENTRATION,
-                  "max_concentration": DIRICHLET_MAX_CONCENTRATION},
-    "stick_breaking": {"min_concentration": STICK_MIN_CONCENTRATION,
-                       "max_concentration": STICK_MAX_CONCENTRATION}}
 
 
-def _check_kind(kind):
+
+def check_kind(kind):
     if kind not in CONTENT_PRIORS:
         raise ValueError(f"`content_prior` must be one of {CONTENT_PRIORS}, got {kind!r}")
 
 
-def _check_dim(kind, dim):
+def check_dim(kind, dim):
     smallest = 2 if kind in SIMPLEX_KINDS else 1
     if isinstance(dim, bool) or int(dim) != dim or int(dim) < smallest:
         raise ValueError(f"`dim` of a {kind!r} content code must be an integer >= {smallest}, "
@@ -78,7 +71,7 @@ def _check_dim(kind, dim):
     return int(dim)
 
 
-def _resolve(what, kind, given, table):
+def resolve_options(what, kind, given, table):
     """`given` options over the kind's defaults; a one-line error for a foreign or bad one."""
     allowed = table[kind]
     for name, value in given.items():
@@ -159,8 +152,10 @@ class ContentPrior:
         """[*batch_shape, latent_dim]: the shape of `noise` for `batch_shape` codes."""
         return tf.concat([tf.cast(batch_shape, tf.int32), [self.latent_dim]], 0)
 
-    def head(self, **kwargs) -> "ContentPosteriorHead":
-        """The layer that outputs this prior's posterior parameters."""
+    def head(self, **kwargs):
+        """The layer that outputs this prior's posterior parameters (a `ContentPosteriorHead`)."""
+        # Imported here: the head's module builds on this one's checks and constants.
+        from dvrnn_tf.layers.content_posterior_head import ContentPosteriorHead
         return ContentPosteriorHead(self.kind, self.dim, **kwargs)
 
     def params(self, params):
@@ -385,60 +380,6 @@ _CLASSES = {"gaussian": GaussianContent, "dirichlet": DirichletContent,
 def content_prior(kind, dim, **options) -> ContentPrior:
     """The `kind` content prior of a code of size `dim` (K for the simplex kinds), with its
     settings (`PRIOR_OPTIONS[kind]`; unset ones take their defaults)."""
-    _check_kind(kind)
-    dim = _check_dim(kind, dim)
-    return _CLASSES[kind](dim, **_resolve("content prior", kind, options, PRIOR_OPTIONS))
-
-
-@keras.saving.register_keras_serializable(package="dvrnn_tf")
-class ContentPosteriorHead(keras.layers.Layer):
-    """Dense map from features [..., d_in] to the parameters of q(f | x), float32 tensors:
-
-      gaussian: (loc, scale) [..., dim], scale = softplus(.) + min_scale (as GaussianHead);
-      dirichlet: (concentration,) [..., dim],
-        concentration = min(softplus(.) + min_concentration, max_concentration);
-      stick_breaking: (a, b) [..., dim - 1], each as the Dirichlet's concentration.
-
-    The lower bound is an offset (smooth), the upper one a clip (its gradient is zero where a
-    parameter sits on it); the defaults and their reasons are HEAD_OPTIONS and the constants
-    above. The Dense runs in the compute dtype; the positive maps in float32.
-    """
-
-    def __init__(self, kind, dim, *, min_scale=None, min_concentration=None,
-                 max_concentration=None, **kwargs):
-        super().__init__(**kwargs)
-        _check_kind(kind)
-        self.kind, self.dim = kind, _check_dim(kind, dim)
-        given = {k: v for k, v in (("min_scale", min_scale), ("min_concentration",
-                 min_concentration), ("max_concentration", max_concentration)) if v is not None}
-        self.options = _resolve("content posterior head", kind, given, HEAD_OPTIONS)
-        if kind in SIMPLEX_KINDS:
-            low, high = self.options["min_concentration"], self.options["max_concentration"]
-            limit = STICK_MAX_CONCENTRATION if kind == "stick_breaking" else math.inf
-            if not low < high <= limit:
-                bound = f" <= {limit} (the KL series' range)" if limit < math.inf else ""
-                raise ValueError(f"a {kind!r} head needs `min_concentration` < `max_concentration`"
-                                 f"{bound}, got {low} and {high}")
-        self.width = self.dim - 1 if kind == "stick_breaking" else self.dim
-        self.num_params = 1 if kind == "dirichlet" else 2
-        self.dense = keras.layers.Dense(self.num_params * self.width, dtype=self.dtype_policy,
-                                        name="params")
-
-    def build(self, input_shape):
-        self.dense.build(input_shape)
-
-    def call(self, inputs):
-        return on_rows(self._call_rows, inputs)
-
-    def _call_rows(self, inputs):
-        raw = tf.split(tf.cast(self.dense(inputs), tf.float32), self.num_params, axis=-1)
-        if self.kind == "gaussian":
-            return raw[0], tf.math.softplus(raw[1]) + self.options["min_scale"]
-        low, high = self.options["min_concentration"], self.options["max_concentration"]
-        return tuple(tf.minimum(tf.math.softplus(r) + low, high) for r in raw)
-
-    def compute_output_shape(self, input_shape):
-        return (tuple(input_shape[:-1]) + (self.width,),) * self.num_params
-
-    def get_config(self):
-        return {**super().get_config(), "kind": self.kind, "dim": self.dim, **self.options}
+    check_kind(kind)
+    dim = check_dim(kind, dim)
+    return _CLASSES[kind](dim, **resolve_options("content prior", kind, options, PRIOR_OPTIONS))
