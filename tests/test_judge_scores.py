@@ -15,6 +15,9 @@ def test_confident_even_predictions_reach_the_bounds():
     assert out["accuracy"] == 1.0 and out["n"] == 45
     wrong = js.judge_scores(probs, (labels + 1) % 9)
     assert wrong["accuracy"] == 0.0 and wrong["inception_score"] == pytest.approx(9.0)
+    # Unlabelled generations (a content drawn from the prior): the same scores, no accuracy.
+    unlabelled = js.judge_scores(probs)
+    assert unlabelled == {k: v for k, v in out.items() if k != "accuracy"}
 
 
 def test_identical_predictions_score_one():

@@ -215,22 +215,17 @@ def test_settings_reach_the_models_and_bad_values_are_refused():
         dvrnn(prior="dirichlet", dirichlet_concentration=0.0)
 
 
-class TestHarnessFactorizedDirichlet(ModelHarnessTests):
-    def make_model(self):
-        return MODELS["factorized_dirichlet"]()
+def _harness(name, run_eagerly=False):
+    """The shared harness (config round trip, fit step, `.keras` reload) on MODELS[name]."""
+    return type(f"Harness[{name}]", (ModelHarnessTests,), {
+        "run_eagerly": run_eagerly, "make_model": lambda self: MODELS[name](),
+        "make_data": lambda self: data(6)})
 
-    def make_data(self):
-        return data(6)
 
-
-class TestHarnessFullStickSlots(ModelHarnessTests):
-    run_eagerly = True
-
-    def make_model(self):
-        return MODELS["full_stick_slots"]()
-
-    def make_data(self):
-        return data(6)
+TestHarnessFactorizedDirichlet = _harness("factorized_dirichlet")
+TestHarnessFullStickSlots = _harness("full_stick_slots", run_eagerly=True)
+TestHarnessContentStyleStick = _harness("cs_stick", run_eagerly=True)
+TestHarnessContentStyleDirichlet = _harness("cs_dirichlet", run_eagerly=True)
 
 
 class TestHarnessConvSlots(ModelHarnessTests):
@@ -245,25 +240,6 @@ class TestHarnessConvSlots(ModelHarnessTests):
     def make_data(self):
         return (np.random.default_rng(0).uniform(size=(4, T, 8, 8, 1)) < 0.4).astype("float32")
 
-
-class TestHarnessContentStyleStick(ModelHarnessTests):
-    run_eagerly = True
-
-    def make_model(self):
-        return MODELS["cs_stick"]()
-
-    def make_data(self):
-        return data(6)
-
-
-class TestHarnessContentStyleDirichlet(ModelHarnessTests):
-    run_eagerly = True
-
-    def make_model(self):
-        return MODELS["cs_dirichlet"]()
-
-    def make_data(self):
-        return data(6)
 
 
 # Between them every new setting: slots, stick-breaking (Disentangled VRNN), Dirichlet

@@ -11,6 +11,8 @@ import math
 import os
 import pathlib
 
+# Where the field's protocol's columns go (`_protocol_columns`: their factors are the data's).
+PROTOCOL = ("protocol", None, None, None)
 # (summary key, column header, scale, digits); scale turns shares into percent.
 COLUMNS = [
     ("nll_iwae", "NLL ≤ (IWAE)", 1, 2),
@@ -21,14 +23,7 @@ COLUMNS = [
     ("active_z", "active z", None, 0),
     ("swap_accuracy", "swap acc %", 100, 1),
     ("swap_first_step", "swap t=1 %", 100, 1),
-    # The field's protocol (sources with content and dynamics factors: Sprites).
-    ("fixed_dynamics[motion]", "fixed dyn.: motion %", 100, 1),
-    ("fixed_dynamics_is[motion]", "IS", 1, 2),
-    ("fixed_dynamics_h_y_given_x[motion]", "H(y\\|x)", 1, 3),  # \\| keeps the table cell whole
-    *((f"fixed_content[{f}]", f"fixed content: {f} %", 100, 1)
-      for f in ("body", "bottomwear", "topwear", "hair")),
-    *((f"factor_swap[{f}]", f"swap: {f} %", 100, 1)
-      for f in ("body", "bottomwear", "topwear", "hair", "motion")),
+    PROTOCOL,  # the field's protocol, one column per factor the runs were judged on
     ("label_preservation", "label pres %", 100, 1),
     ("probe_z", "leak: probe z %", 100, 1),
     ("probe_f", "probe f %", 100, 1),
@@ -90,8 +85,30 @@ def _cell(stats, scale, digits):
     return text + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
 
 
+def _protocol_columns(keys) -> list:
+    """Columns of the protocol's summary keys (`dvrnn_tf.metrics.protocol.summary`) among
+    `keys`: fixed dynamics (accuracy, IS, H(y|x)), fixed content, then the swap, per factor."""
+    heads = {"fixed_dynamics": ("fixed dyn.: {} %", 100, 1), "fixed_dynamics_is": ("IS", 1, 2),
+             # \\| keeps the markdown cell whole
+             "fixed_dynamics_h_y_given_x": ("H(y\\|x)", 1, 3),
+             "fixed_content": ("fixed content: {} %", 100, 1),
+             "factor_swap": ("swap: {} %", 100, 1)}
+    cols = []
+    for test, (head, scale, digits) in heads.items():
+        for key in keys:
+            if key.startswith(test + "[") and key.endswith("]"):
+                cols.append((key, head.format(key[len(test) + 1:-1]), scale, digits))
+    return cols
+
+
 def write_table(results: dict, out_md: pathlib.Path):
-    cols = [c for c in COLUMNS if any(c[0] in r["aggregate"] for r in results["configs"].values())]
+    keys = list(dict.fromkeys(k for r in results["configs"].values() for k in r["aggregate"]))
+    cols = []
+    for c in COLUMNS:
+        if c is PROTOCOL:
+            cols += _protocol_columns(keys)
+        elif c[0] in keys:
+            cols.append(c)
     head = "| model | KL weights | flags | seeds | " + " | ".join(c[1] for c in cols) + " |"
     rule = "|" + "---|" * (4 + len(cols))
     rows = []

@@ -148,6 +148,11 @@ class ContentPrior:
     def latent_dim(self) -> int:
         return self.dim
 
+    @property
+    def params_width(self) -> int:
+        """Numbers the posterior head outputs per code: one latent_dim per parameter."""
+        return len(self.param_names) * self.latent_dim
+
     def noise_shape(self, batch_shape):
         """[*batch_shape, latent_dim]: the shape of `noise` for `batch_shape` codes."""
         return tf.concat([tf.cast(batch_shape, tf.int32), [self.latent_dim]], 0)

@@ -103,10 +103,7 @@ def label_preservation(model, judge, x, y, num_styles: int = 4, seed: int = 0,
                                 batch_size)
     shares, majorities = [], []
     prior_pred, prior_probs = _judged(judge, prior_images)
-    flat = prior_probs.reshape(-1, prior_probs.shape[-1])
-    prior_scores = {"inception_score": js.inception_score(flat),
-                    "h_y_given_x": js.conditional_entropy(flat),
-                    "h_y": js.marginal_entropy(flat), "n": int(len(flat))}
+    prior_scores = js.judge_scores(prior_probs.reshape(-1, prior_probs.shape[-1]))
     for p in prior_pred.reshape(num_prior_contents, -1):
         counts = np.bincount(p)
         majorities.append(int(counts.argmax()))

@@ -267,7 +267,8 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
                 draws=opts.protocol_draws, seed=opts.seed)))
         except (protocol.ProtocolError, JudgeNotGoodEnough) as e:
             _fail(str(e))
-        extras["protocol"] = protocol.figure_sequences(model, x, seed=opts.seed)
+        if opts.report:  # the report's grids only
+            extras["protocol"] = protocol.figure_sequences(model, x, seed=opts.seed)
     for m in chosen:
         if m == "likelihood":
             limit = opts.iwae_sequences or None

@@ -54,9 +54,14 @@ def inception_score(probs) -> float:
     return float(np.exp(np.mean(stats.entropy(p, marginal, axis=1))))
 
 
-def judge_scores(probs, true_labels) -> dict:
-    """accuracy, inception_score, h_y_given_x, h_y and n for probs [N, K], true_labels [N]."""
+def judge_scores(probs, true_labels=None) -> dict:
+    """accuracy, inception_score, h_y_given_x, h_y and n for probs [N, K], true_labels [N]
+    (None: generations with no label to score against, and no accuracy)."""
     p = _probs(probs)
+    scores = {"inception_score": inception_score(p), "h_y_given_x": conditional_entropy(p),
+              "h_y": marginal_entropy(p), "n": int(p.shape[0])}
+    if true_labels is None:
+        return scores
     y = np.asarray(true_labels)
     if y.shape != (p.shape[0],):
         raise ValueError(f"true_labels must be [N] = [{p.shape[0]}] like probs, got shape "
@@ -64,9 +69,7 @@ def judge_scores(probs, true_labels) -> dict:
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= p.shape[1]:
         raise ValueError(f"true_labels must be integers in 0..{p.shape[1] - 1} (probs has "
                          f"{p.shape[1]} classes)")
-    return {"accuracy": float(np.mean(p.argmax(axis=1) == y)),
-            "inception_score": inception_score(p), "h_y_given_x": conditional_entropy(p),
-            "h_y": marginal_entropy(p), "n": int(p.shape[0])}
+    return {"accuracy": float(np.mean(p.argmax(axis=1) == y)), **scores}
 
 
 def class_balanced_subset(labels, seed: int, per_class: int | None = None) -> np.ndarray:

@@ -26,7 +26,7 @@ import tensorflow_probability as tfp
 
 from dvrnn_tf.layers import GaussianHead
 from dvrnn_tf.layers import stick_breaking as sb
-from dvrnn_tf.layers.content_priors import CONTENT_PRIORS, content_prior, stateless_seed
+from dvrnn_tf.layers.content_priors import check_kind, content_prior, stateless_seed
 
 tfd = tfp.distributions
 
@@ -46,9 +46,7 @@ class ContentCodes:
 
     def _init_content(self, content_prior="gaussian", dirichlet_concentration=1.0,
                       stick_breaking_alpha=5.0, name="content"):
-        if content_prior not in CONTENT_PRIORS:
-            raise ValueError(f"`content_prior` must be one of {', '.join(CONTENT_PRIORS)}, got "
-                             f"{content_prior!r}")
+        check_kind(content_prior)
         for arg, value in (("dirichlet_concentration", dirichlet_concentration),
                            ("stick_breaking_alpha", stick_breaking_alpha)):
             if isinstance(value, bool) or not float(value) > 0 or value == float("inf"):

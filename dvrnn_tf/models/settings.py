@@ -3,6 +3,7 @@
 A family's own settings (e.g. the CVAE's split layers) are declared in its module; these are
 the ones whose meaning is the same wherever they appear.
 """
+from dvrnn_tf.layers.content_priors import CONTENT_PRIORS
 from dvrnn_tf.objectives import LIKELIHOODS, SCHEDULES, kl_weight_from_flags
 from dvrnn_tf.settings import Setting
 
@@ -82,7 +83,7 @@ CONTENT_PRIOR = Setting("content_prior", "gaussian", "Posterior and prior of the
                         "f: `gaussian` (N(0, I)), `dirichlet` (Dirichlet VAE: f on the "
                         "simplex) or `stick_breaking` (Kumaraswamy sticks against Beta(1, "
                         "alpha): f on the simplex, K = f_dim components).",
-                        choices=("gaussian", "dirichlet", "stick_breaking"))
+                        choices=CONTENT_PRIORS)
 DIRICHLET_CONCENTRATION = Setting("dirichlet_concentration", 1.0, "--content_prior=dirichlet: "
                                   "the prior's concentration per component (1: uniform on the "
                                   "simplex; below 1: sparse codes).", lower=0.01, upper=100.0)

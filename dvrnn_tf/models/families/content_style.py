@@ -268,8 +268,7 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
         mm = self.phi_x.step_costs(rows, input_grad=False)
         # Content: the mean of the frames' features, one row per sequence.
         mm += costs.with_backward("content_net.dense0", b, h, h)
-        width = {"gaussian": 2 * f, "dirichlet": f, "stick_breaking": 2 * (f - 1)}
-        mm += costs.with_backward("content head", b, h, width[self.f_prior.kind])
+        mm += costs.with_backward("content head", b, h, self.f_prior.params_width)
         mm += costs.with_backward("phi_f", b, f, h)
         # Style per frame from [phi_x(x_t), phi_f(f)]; decoder from [phi_z(z_t), phi_f(f)].
         mm += costs.with_backward("style_net.dense0", rows, style_in, h)

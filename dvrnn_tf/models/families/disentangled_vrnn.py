@@ -271,8 +271,7 @@ class DisentangledVRNN(ContentCodes, ContentStyleGeneration, VRNNBase):
         rows = b * t if slots else b  # content codes: one per slot, or one per sequence
         mm += costs.with_backward("content: phi_x @ gru input", b * t, h, 3 * r)
         mm += costs.recurrent("content: h @ gru recurrent", b, r, 3 * r, t)
-        width = {"gaussian": 2 * f, "dirichlet": f, "stick_breaking": 2 * (f - 1)}
-        mm += costs.with_backward("content head", rows, r, width[self.f_prior.kind])
+        mm += costs.with_backward("content head", rows, r, self.f_prior.params_width)
         mm += costs.with_backward("phi_f", rows, f, h)
         # The decoder's content input: phi_f(f) once per sequence, or a context per step.
         mm += costs.with_backward("decoder_net.dense0 (content)", rows, h, h)
