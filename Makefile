@@ -11,10 +11,12 @@ PYTEST_ARGS ?= -n 2 --durations=20
 
 .PHONY: demo test install clean results sweep bench proposals sprites
 
+# -qq: pip's errors only (a failed install still stops here, saying why); its warnings about
+# a machine's own index settings and setuptools' notice on editable installs are not ours.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -202,6 +202,12 @@ def tfds_progress_bars():
         tqdm_utils.display_progress_bar(before)
 
 
+def progress_verbosity(stream=None) -> int:
+    """`fit`'s verbose for the training binary: 1 (a bar redrawn in place) on a terminal, 2 (one
+    line per epoch) otherwise: a redrawn bar written to a log is every redraw on one line."""
+    return 1 if _is_terminal(sys.stdout if stream is None else stream) else 2
+
+
 def _is_terminal(stream) -> bool:
     try:
         return stream.isatty()

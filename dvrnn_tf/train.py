@@ -58,11 +58,12 @@ def main(argv):
     except ValueError as e:  # before any work: nothing has been read or written
         print(f"error: {e}", file=sys.stderr)
         return 1
+    from dvrnn_tf.console import progress_verbosity
     from dvrnn_tf.data import DataUnavailableError
     from dvrnn_tf.training import RunDirError, train
     from dvrnn_tf.training.callbacks import NonFiniteLossError
     try:
-        payload = train(config, started=_STARTED)
+        payload = train(config, verbose=progress_verbosity(), started=_STARTED)
     except (ValueError, DataUnavailableError, RunDirError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -168,3 +168,8 @@ def test_tfds_progress_bars_on_a_terminal_only(monkeypatch, tty):
         assert isinstance(tqdm_utils.tqdm(range(3), disable=True),
                           tqdm_utils.EmptyTqdm) == (not enabled_before)  # restored
     tqdm_utils.display_progress_bar(True)
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_training_progress_is_a_bar_on_a_terminal_and_a_line_per_epoch_in_a_log(tty):
+    assert console.progress_verbosity(_Stream(tty)) == (1 if tty else 2)

@@ -141,6 +141,9 @@ def test_cli_writes_every_output_and_prints_where(tmp_path):
                                       "export"}
     assert 0 < sum(timing["seconds"].values()) <= elapsed
     assert f"Wall time {timing['total_seconds']:.1f} s: startup" in proc.stdout
+    # Written to a log, not a terminal: one line per epoch, no bar redrawn in place.
+    epoch_line = next(line for line in proc.stdout.splitlines() if line.startswith("2/2 - "))
+    assert "val_loss" in epoch_line and "\x1b[" not in proc.stdout and "\r" not in proc.stdout
     # The resolved flags replay the run.
     flags = (run_dir / "flags.txt").read_text()
     assert "--model=content_style" in flags and "--dataset=digits" in flags
