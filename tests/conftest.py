@@ -47,3 +47,19 @@ def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
     train(TrainConfig(run_dir=str(run_dir), **TINY_RUN), verbose=0)
     return run_dir, flag_args(TINY_RUN)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that share a module's own module- or class-scoped fixture (a trained or exported
+    model, a prepared data set) run on one xdist worker (`--dist loadgroup`, Makefile): by
+    default each worker that draws one of them builds the fixture again. Other tests stay
+    spread one by one."""
+    for item in items:
+        module_id = item.nodeid.split("::")[0]
+        fixture_defs = getattr(item, "_fixtureinfo", None)
+        if fixture_defs is None:
+            continue
+        shared = any(d.scope in ("module", "class", "session") and d.baseid == module_id
+                     for defs in fixture_defs.name2fixturedefs.values() for d in defs)
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(module_id))
