@@ -103,7 +103,7 @@ def test_no_network_fails_fast_real_probe(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_corrupt_manual_dir(mnist_dirs, tmp_path, damage):
+def test_corrupt_manual_dir(mnist_dirs, tmp_path, damage, capsys):
     _, good = mnist_dirs
     manual = tmp_path / "manual"
     manual.mkdir()
@@ -116,6 +116,9 @@ def test_corrupt_manual_dir(mnist_dirs, tmp_path, damage):
     with pytest.raises(DataUnavailableError, match=MNIST_FILES[3]) as err:
         load_split("mnist", "test", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
     assert "--manual_dir" in str(err.value)
+    out = capsys.readouterr().out
+    if damage == "flip":  # every file there: preparation starts, offline, and says so
+        assert f"Preparing 'mnist' from {manual} into" in out and "Downloading" not in out
 
 
 def test_decoded_arrays_cache(tmp_path):

@@ -14,8 +14,10 @@ its files are not at hand, it probes the download host for a few seconds and rai
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import io
 import os
 import pathlib
 import socket
@@ -263,8 +265,14 @@ def _prepare(builder, name: str, data_dir, manual_dir) -> None:
                 f"({files}) are not in {look_in}, and the download host ({', '.join(down)}) is "
                 f"unreachable. " + _fix_hint(name))
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    # Every file already in manual_dir: nothing is downloaded, but tfds prints "Downloading
+    # and preparing dataset Unknown size ..." to stdout; say what happens instead.
+    offline = manual_dir is not None and not missing
+    if offline:
+        print(f"Preparing {name!r} from {manual_dir} into {builder.data_dir} (once)", flush=True)
     try:
-        with tfds_progress_bars():  # on a terminal only: in a log, they would flood it
+        with tfds_progress_bars(), (contextlib.redirect_stdout(io.StringIO()) if offline
+                                    else contextlib.nullcontext()):
             builder.download_and_prepare(download_config=config)
     except NonMatchingChecksumError as e:
         bad = [i.filename for i in url_infos.values() if i.filename and i.filename in str(e)]
