@@ -169,10 +169,6 @@ def _select_metrics(requested: str, model_name: str, source):
     return chosen, skipped
 
 
-def _sequences(split, limit):
-    """`limit` evaluation sequences of a split (0: all), spread over it: (x, labels) numpy."""
-    return split.examples(limit)
-
 
 def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> dict:
     """Measure the run in `run_dir`; writes eval.json (and report.png); returns eval.json's data.
@@ -182,7 +178,50 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
     checkpoint, unknown model) or a metric that does not apply; DataUnavailableError when the
     data set cannot be loaded.
     """
-    opts = dataclasses.replace(options or EvalOptions(), **overrides)
+    from dvrnn_tf.data import open_source
+    from dvrnn_tf.metrics.measures import MEASURES, NEEDS_JUDGE, Held
+    from dvrnn_tf.training import RunDir, write_json_atomic
+
+    opts = _checked(dataclasses.replace(options or EvalOptions(), **overrides))
+    config, model = load_run(run_dir)
+    data_settings = dict(config.data_settings)
+    for name in ("data_dir", "manual_dir"):
+        if getattr(opts, name) and name in data_settings:
+            data_settings[name] = getattr(opts, name)
+    source = open_source(config.dataset, data_settings, seed=config.seed,
+                         binarize=model.likelihood.binarize)
+    chosen, skipped = _select_metrics(opts.metrics, config.model, source)
+    run = RunDir(pathlib.Path(os.path.abspath(os.fspath(run_dir))))
+    out_dir = pathlib.Path(os.path.abspath(opts.output_dir)) if opts.output_dir else run.root
+    out_dir.mkdir(parents=True, exist_ok=True)
+    held_out = source.split(opts.split)
+    result = _header(run, config, model, opts, held_out, data_settings, skipped)
+
+    x, labels = held_out.examples(opts.eval_sequences)
+    y = labels["class"].astype("int64") if "class" in labels else None
+    held = Held(model, source, held_out, x, labels, y, opts)
+    if any(m in chosen for m in NEEDS_JUDGE):
+        start = time.perf_counter()
+        held.judge, held.judge_info = _image_judge(config.dataset, opts, data_settings)
+        result["judge"] = {"info": held.judge_info}
+        result["seconds"]["judge_load_or_train"] = time.perf_counter() - start
+    _protocol(held, chosen, result)
+    for m in chosen:
+        if m in MEASURES:
+            start = time.perf_counter()
+            result[m] = MEASURES[m](held)
+            result["seconds"][m] = time.perf_counter() - start
+    result["summary"] = summarize(result)
+    if opts.report:
+        result["report_png"] = str(out_dir / "report.png")
+        from dvrnn_tf.metrics.report import write_report
+        write_report(model, result, x, y, held.extras, result["report_png"], seed=opts.seed)
+    write_json_atomic(out_dir / "eval.json", _finite(result))
+    result["eval_json"] = str(out_dir / "eval.json")
+    return result
+
+
+def _checked(opts: EvalOptions) -> EvalOptions:
     if opts.split not in ("train", "validation", "test"):
         _fail(f"--split must be train, validation or test, got {opts.split!r}")
     for name in ("iwae_k", "iwae_sequences", "eval_sequences", "probe_sequences", "seed",
@@ -192,30 +231,11 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
     for name in ("iwae_chunk", "num_styles", "style_sources", "protocol_draws"):
         if getattr(opts, name) < 1:
             _fail(f"--{name} must be >= 1, got {getattr(opts, name)}")
-    config, model = load_run(run_dir)
-    data_settings = dict(config.data_settings)
-    for name in ("data_dir", "manual_dir"):
-        if getattr(opts, name) and name in data_settings:
-            data_settings[name] = getattr(opts, name)
-    from dvrnn_tf.data import open_source
-    source = open_source(config.dataset, data_settings, seed=config.seed,
-                         binarize=model.likelihood.binarize)
-    chosen, skipped = _select_metrics(opts.metrics, config.model, source)
+    return opts
 
-    import numpy as np
-    from dvrnn_tf.metrics import disentanglement as dis
-    from dvrnn_tf.metrics import judge as judge_lib
-    from dvrnn_tf.metrics import likelihood as lik
-    from dvrnn_tf.metrics import protocol
-    from dvrnn_tf.metrics.judge_cache import JudgeNotGoodEnough
-    from dvrnn_tf.training import RunDir, write_json_atomic
 
-    run = RunDir(pathlib.Path(os.path.abspath(os.fspath(run_dir))))
-    out_dir = pathlib.Path(os.path.abspath(opts.output_dir)) if opts.output_dir else run.root
-    out_dir.mkdir(parents=True, exist_ok=True)
-    load = dict(data_dir=data_settings.get("data_dir") or None,
-                manual_dir=data_settings.get("manual_dir") or None)
-    held_out = source.split(opts.split)
+def _header(run, config, model, opts, held_out, data_settings, skipped) -> dict:
+    """eval.json's description of what was measured: the run, its data and the options."""
     result = {
         "run_dir": str(run.root), "checkpoint": str(run.checkpoints / "last.keras"),
         "model": config.model, "dataset": config.dataset, "data_settings": data_settings,
@@ -225,7 +245,7 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
         "independent_frames": bool(getattr(model, "independent_frames", False)),
         "inputs": ("binarized once with the data seed" if model.likelihood.binarize
                    else "grey levels"),
-        "options": {k: v for k, v in dataclasses.asdict(opts).items()},
+        "options": dataclasses.asdict(opts),
         "config": config.to_dict(), "skipped": skipped, "seconds": {},
     }
     try:
@@ -235,136 +255,42 @@ def evaluate_run(run_dir, options: EvalOptions | None = None, **overrides) -> di
             "per_image_nats")}
     except (OSError, ValueError):
         result["training"] = None
-
-    x, labels = _sequences(held_out, opts.eval_sequences)
-    y = labels["class"].astype("int64") if "class" in labels else None
-    judge = None
-    if any(m in chosen for m in ("judge", "swap", "label_preservation")):
-        start = time.perf_counter()
-        try:
-            judge, info = judge_lib.load_or_train_judge(
-                config.dataset, seed=opts.judge_seed, judge_dir=opts.judge_dir or None,
-                epochs=opts.judge_epochs or judge_lib.DEFAULT_EPOCHS, **load)
-        except JudgeNotGoodEnough as e:
-            _fail(str(e))
-        result["judge"] = {"info": info}
-        result["seconds"]["judge_load_or_train"] = time.perf_counter() - start
-
-    def timed(name, fn):
-        start = time.perf_counter()
-        value = fn()
-        result["seconds"][name] = time.perf_counter() - start
-        return value
-
-    extras = {}
-    tests = [m for m in chosen if m in protocol.METRICS]
-    if tests:  # the field's protocol: one sequence judge, every test on the same codes
-        try:
-            result.update(timed("protocol", lambda: protocol.measure(
-                model, source, held_out, tests, split=opts.split,
-                judge_dir=opts.judge_dir or None, judge_seed=opts.judge_seed,
-                judge_epochs=opts.judge_epochs, sequences=opts.protocol_sequences,
-                draws=opts.protocol_draws, seed=opts.seed)))
-        except (protocol.ProtocolError, JudgeNotGoodEnough) as e:
-            _fail(str(e))
-        if opts.report:  # the report's grids only
-            extras["protocol"] = protocol.figure_sequences(model, x, seed=opts.seed)
-    for m in chosen:
-        if m == "likelihood":
-            limit = opts.iwae_sequences or None
-            # About 25,600 frames per chunk of samples: ~100 MB per MNIST-sized tensor.
-            batch = max(1, min(64, 25_600 // (opts.iwae_chunk * held_out.seq_len)))
-            result[m] = timed(m, lambda: lik.likelihood_report(
-                model, held_out.dataset(batch, training=False), num_samples=opts.iwae_k,
-                chunk_size=opts.iwae_chunk, seed=opts.seed, max_sequences=limit))
-            result[m]["split"] = opts.split
-        elif m == "judge":
-            def judge_metrics():
-                frames = judge_lib.predict(judge, x)
-                recon = dis._batched(lambda a, b: dis._np(model.reconstruct(x[a:b])), len(x), 256)
-                extras["reconstructions"] = recon[:8]
-                return {**result["judge"],
-                        "held_out_frames_accuracy": float(np.mean(frames == y[:, None])),
-                        "reconstruction_accuracy": float(np.mean(
-                            judge_lib.predict(judge, recon) == y[:, None])),
-                        "num_sequences": int(len(y)), "split": opts.split,
-                        "note": "held-out frames as the model sees them (binarized for "
-                                "bernoulli); reconstructions are decoded means"}
-            result[m] = timed(m, judge_metrics)
-        elif m == "swap":
-            result[m] = timed(m, lambda: dis.swap_accuracy(model, judge, x, y, seed=opts.seed))
-        elif m == "label_preservation":
-            result[m] = timed(m, lambda: dis.label_preservation(
-                model, judge, x, y, num_styles=opts.num_styles, seed=opts.seed))
-        elif m == "probes":
-            result[m] = timed(m, lambda: _probes(model, source, held_out, x, labels, opts))
-        elif m == "style_preservation":
-            value = timed(m, lambda: dis.style_preservation(
-                model, x, y, num_styles=opts.style_sources, seed=opts.seed))
-            extras["style_images"] = value.pop("images")
-            extras["measures"] = value.pop("measures")
-            # Beside it, how well plain reconstructions keep each measure (its yardstick).
-            value["reconstruction_fidelity"] = dis.reconstruction_fidelity(
-                model, x[:opts.style_sources * 5])
-            result[m] = value
-        elif m == "knn":
-            train_set, test_set = source.image_set("train"), source.image_set(opts.split)
-            rng = np.random.default_rng(opts.seed)
-            tr = rng.permutation(len(train_set))[:10000]
-            te = rng.permutation(len(test_set))[:10000]
-            result[m] = timed(m, lambda: dis.knn_latent_accuracy(
-                model, train_set.as_float()[tr], train_set.labels[tr],
-                test_set.as_float()[te], test_set.labels[te]))
-            result[m].update(seed=opts.seed, train_split="train", test_split=opts.split,
-                             inputs="grey levels")
-        elif m == "concepts":
-            result[m] = timed(m, lambda: _concepts(model, source, held_out, x, y, opts))
-    result["summary"] = summarize(result)
-    if opts.report:
-        result["report_png"] = str(out_dir / "report.png")
-        from dvrnn_tf.metrics.report import write_report
-        write_report(model, result, x, y, extras, result["report_png"], seed=opts.seed)
-    write_json_atomic(out_dir / "eval.json", _finite(result))
-    result["eval_json"] = str(out_dir / "eval.json")
     return result
 
 
-def _probes(model, source, held_out, x, labels, opts):
-    """Probes of every factor of the source; a "class" factor's also flat, as DESIGN 4's
-    style-leakage numbers (probe_z, probe_f in the summary)."""
-    from dvrnn_tf.metrics.probes import factor_probes
+def _image_judge(dataset, opts, data_settings):
+    """(judge, info) of the data set's image judge: cached, or trained here; EvaluationError
+    when it is not accurate enough to judge."""
+    from dvrnn_tf.metrics import judge as judge_lib
+    from dvrnn_tf.metrics.judge_cache import JudgeNotGoodEnough
 
-    train_x, train_labels = _sequences(source.split("train"), opts.probe_sequences)
-    out = factor_probes(model, train_x, train_labels, x, labels, held_out.factors,
-                        seed=opts.seed)
-    if "class" in out["factors"]:
-        out.update({k: v for k, v in out["factors"]["class"].items()
-                    if k not in ("kind", "metric")})
-    out["train_split"], out["test_split"] = "train", opts.split
-    return out
+    try:
+        return judge_lib.load_or_train_judge(
+            dataset, seed=opts.judge_seed, judge_dir=opts.judge_dir or None,
+            epochs=opts.judge_epochs or judge_lib.DEFAULT_EPOCHS,
+            data_dir=data_settings.get("data_dir") or None,
+            manual_dir=data_settings.get("manual_dir") or None)
+    except JudgeNotGoodEnough as e:
+        _fail(str(e))
 
 
-def _concepts(model, source, held_out, x, y, opts):
-    """Does f cluster by class without labels (issue 15; `dvrnn_tf.metrics.clustering`)?
-    Clusters of the posterior means of f fitted on train-split sequences (k-means with one
-    cluster per class for a Gaussian f; the argmax component for a code on the simplex),
-    scored on the held-out ones: Hungarian-matched accuracy and NMI, with chance levels."""
-    from dvrnn_tf.metrics.clustering import concept_report
-    from dvrnn_tf.metrics.disentanglement import _codes, seeded
+def _protocol(held, chosen, result) -> None:
+    """The field's protocol tests among `chosen`, on one sequence judge and one set of codes."""
+    from dvrnn_tf.metrics import protocol
+    from dvrnn_tf.metrics.judge_cache import JudgeNotGoodEnough
 
-    train_x, train_labels = _sequences(source.split("train"), opts.probe_sequences)
-    with seeded(model, opts.seed):
-        f_train, f_test = (_codes(model, v, False, 256)["f_loc"] for v in (train_x, x))
-    # Slot codes [N, S, K] (content_attention): their mean, on the simplex if they are.
-    f_train, f_test = (f.mean(axis=1) if f.ndim == 3 else f for f in (f_train, f_test))
-    factor = next((f for f in held_out.factors if f.name == "class"), None)
-    num_classes = factor.num_classes if factor is not None else int(y.max()) + 1
-    kind = getattr(model, "content_prior_kind", "gaussian")
-    out = concept_report(f_train, f_test, y, kind, num_classes, seed=opts.seed)
-    # Beside the corners of the simplex, k-means on the same codes: whether the classes
-    # separate in f at all, by one method for every prior.
-    kmeans = out if kind == "gaussian" else concept_report(
-        f_train, f_test, y, "gaussian", num_classes, seed=opts.seed)
-    out["kmeans"] = {k: kmeans[k] for k in ("accuracy", "nmi", "chance_accuracy", "chance_nmi")}
-    out.update(train_split="train", test_split=opts.split, codes="posterior means of f")
-    return out
+    tests = [m for m in chosen if m in protocol.METRICS]
+    if not tests:
+        return
+    opts, start = held.opts, time.perf_counter()
+    try:
+        result.update(protocol.measure(
+            held.model, held.source, held.held_out, tests, split=opts.split,
+            judge_dir=opts.judge_dir or None, judge_seed=opts.judge_seed,
+            judge_epochs=opts.judge_epochs, sequences=opts.protocol_sequences,
+            draws=opts.protocol_draws, seed=opts.seed))
+    except (protocol.ProtocolError, JudgeNotGoodEnough) as e:
+        _fail(str(e))
+    result["seconds"]["protocol"] = time.perf_counter() - start
+    if opts.report:  # the report's grids only
+        held.extras["protocol"] = protocol.figure_sequences(held.model, held.x, seed=opts.seed)
