@@ -19,8 +19,9 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dvrnn_tf.experiments.runs_cli import main as _main  # noqa: E402
 from dvrnn_tf.experiments.runs_table import (Variant, config_from_flags,  # noqa: E402,F401
-                                             main as _main, parse_flag_lines)
+                                             parse_flag_lines)
 
 # (config name, label in the table); each config is flags/<name>.flags.
 CONFIGS = {

@@ -16,7 +16,8 @@ from dvrnn_tf.console import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()  # before TensorFlow loads; DVRNN_TF_LOGS=1 shows its own log
 
-from dvrnn_tf.experiments.runs_table import ROOT, main as _main  # noqa: E402
+from dvrnn_tf.experiments.runs_cli import main as _main  # noqa: E402
+from dvrnn_tf.experiments.runs_table import ROOT  # noqa: E402
 
 DEFAULTS = {
     "variants": str(ROOT / "flags" / "sweeps" / "disentanglement.txt"),

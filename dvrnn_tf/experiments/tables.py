@@ -1,6 +1,6 @@
 """The tables and the plot of a set of runs: mean ± std over seeds, markdown, Pareto plot.
 
-`results` (what `dvrnn_tf.experiments.runs_table.main` collects): {"dataset", "seeds",
+`results` (what `dvrnn_tf.experiments.runs_cli.main` collects): {"dataset", "seeds",
 "eval_options", "command", "generated", "configs": {name: {"label", "betas", "flagfile",
 "overrides", "seeds": {seed: {"summary": dvrnn_tf.metrics.evaluation.summarize(eval.json), ...}},
 "aggregate": aggregate(...)}}}.
