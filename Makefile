@@ -7,7 +7,7 @@ SHARED  ?= ../shared
 MNIST   ?= $(SHARED)/data/mnist
 # Where tfds keeps prepared data sets; outside the repo's tracked files, reused between runs.
 DATA_DIR ?= .cache/tensorflow_datasets
-PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=20
+PYTEST_ARGS ?= -n 2 --durations=20
 
 .PHONY: demo test install clean results sweep bench proposals sprites
 

@@ -47,34 +47,3 @@ def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
     train(TrainConfig(run_dir=str(run_dir), **TINY_RUN), verbose=0)
     return run_dir, flag_args(TINY_RUN)
-
-
-# Session fixtures of this file that train a model: the tests using one run on one worker.
-# Sharing one across workers instead would let their tests race on the run directory (one
-# holds its lock while another trains into it).
-_TRAINED_SESSION_FIXTURES = ("tiny_run",)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Tests that share a trained or exported fixture run on one xdist worker (`--dist
-    loadgroup`, Makefile): by default each worker that draws one of them builds the fixture
-    again. The groups: a session fixture of `_TRAINED_SESSION_FIXTURES`, else the module's own
-    module- or class-scoped fixtures. Other tests stay spread one by one."""
-    for item in items:
-        group = _shared_fixture_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def _shared_fixture_group(item):
-    used = getattr(item, "fixturenames", ())
-    for name in _TRAINED_SESSION_FIXTURES:
-        if name in used:
-            return name
-    fixture_info = getattr(item, "_fixtureinfo", None)
-    if fixture_info is None:
-        return None
-    module_id = item.nodeid.split("::")[0]
-    shared = any(d.scope in ("module", "class", "session") and d.baseid == module_id
-                 for defs in fixture_info.name2fixturedefs.values() for d in defs)
-    return module_id if shared else None
