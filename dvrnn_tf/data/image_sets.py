@@ -268,11 +268,11 @@ def _prepare(builder, name: str, data_dir, manual_dir) -> None:
     # Every file already in manual_dir: nothing is downloaded, but tfds prints "Downloading
     # and preparing dataset Unknown size ..." to stdout; say what happens instead.
     offline = manual_dir is not None and not missing
+    banner = contextlib.redirect_stdout(io.StringIO()) if offline else contextlib.nullcontext()
     if offline:
         print(f"Preparing {name!r} from {manual_dir} into {builder.data_dir} (once)", flush=True)
     try:
-        with tfds_progress_bars(), (contextlib.redirect_stdout(io.StringIO()) if offline
-                                    else contextlib.nullcontext()):
+        with tfds_progress_bars(), banner:
             builder.download_and_prepare(download_config=config)
     except NonMatchingChecksumError as e:
         bad = [i.filename for i in url_infos.values() if i.filename and i.filename in str(e)]

@@ -74,9 +74,10 @@ def rank(table: dict, targets=TARGETS) -> list[dict]:
         if not means:
             continue
         seq_len = _seq_len(config)
-        met = [str(t) for t in targets if t.key in means and t.met(means[t.key], seq_len)]
-        rows.append({"name": name, "label": config["label"], "met": met,
-                     "missed": [str(t) for t in targets if str(t) not in met],
+        ok = {t: t.key in means and t.met(means[t.key], seq_len) for t in targets}
+        rows.append({"name": name, "label": config["label"],
+                     "met": [str(t) for t in targets if ok[t]],
+                     "missed": [str(t) for t in targets if not ok[t]],
                      "nll": means.get("nll_iwae", math.inf)})
     return sorted(rows, key=lambda r: (-len(r["met"]), r["nll"]))
 

@@ -1,8 +1,8 @@
 """The content code f's posterior and prior: Gaussian, Dirichlet or stick-breaking (DESIGN 7).
 
 A model holds one `ContentPrior` (from `content_prior(kind, dim, **options)`) and one
-`ContentPosteriorHead` (its `head()`, `dvrnn_tf.layers.content_posterior_head`); the head maps features [..., d_in] to the posterior's
-parameters, a tuple of float32 tensors, and the prior object does everything else with them:
+`ContentPosteriorHead` (its `head()`, `dvrnn_tf.layers.content_posterior_head`); the head
+maps features [..., d_in] to the posterior's parameters, a tuple of float32 tensors, and the prior object does everything else with them:
 
   kind            params [...]               latent u (densities over)   f = to_code(u)
   gaussian        (loc, scale), [dim] each   f itself, [dim]             f, in R^dim
@@ -55,7 +55,6 @@ STICK_MAX_CONCENTRATION = 10.0
 # sticks; alpha = 1 would leave 0.1%. dirichlet_concentration = 1: uniform on the simplex.
 PRIOR_OPTIONS = {"gaussian": {}, "dirichlet": {"dirichlet_concentration": 1.0},
                  "stick_breaking": {"stick_breaking_alpha": 5.0}}
-
 
 
 def check_kind(kind):

@@ -9,6 +9,7 @@ report draws but eval.json does not keep goes into `held.extras`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -29,8 +30,10 @@ class Held:
     judge_info: dict | None = None
     extras: dict = dataclasses.field(default_factory=dict)
 
+    @functools.cached_property
     def train_sequences(self):
-        """`--probe_sequences` train-split sequences (x, labels) for the probes and clusters."""
+        """`--probe_sequences` train-split sequences (x, labels) for the probes and clusters,
+        read once for both."""
         return self.source.split("train").examples(self.opts.probe_sequences)
 
 
@@ -79,7 +82,7 @@ def probes(h: Held) -> dict:
     style-leakage numbers (probe_z, probe_f in the summary)."""
     from dvrnn_tf.metrics.probes import factor_probes
 
-    train_x, train_labels = h.train_sequences()
+    train_x, train_labels = h.train_sequences
     out = factor_probes(h.model, train_x, train_labels, h.x, h.labels, h.held_out.factors,
                         seed=h.opts.seed)
     if "class" in out["factors"]:
@@ -123,7 +126,7 @@ def concepts(h: Held) -> dict:
     from dvrnn_tf.metrics.clustering import concept_report
     from dvrnn_tf.metrics.disentanglement import _codes, seeded
 
-    train_x, _ = h.train_sequences()
+    train_x, _ = h.train_sequences
     with seeded(h.model, h.opts.seed):
         f_train, f_test = (_codes(h.model, v, False, 256)["f_loc"] for v in (train_x, h.x))
     # Slot codes [N, S, K] (content_attention): their mean, on the simplex if they are.

@@ -9,8 +9,8 @@ factor (`load_or_train_sequence_judge` raises `JudgeNotGoodEnough` otherwise).
 What it judges are decoder means: slightly blurred, colours a little off, contrast pulled
 toward the mean (a VAE's mean regresses to the average of what the codes leave uncertain), a
 little noise where a decoder is unsure. Training therefore sees half of its sequences as they
-are and half after `judge_data.augment_sequences`, so it judges both real and decoded sequences without
-losing accuracy on real ones. There is no spatial shift or flip: Sprites' characters are
+are and half after `judge_data.augment_sequences`, so it judges both real and decoded
+sequences without losing accuracy on real ones. There is no spatial shift or flip: Sprites' characters are
 centred and a left/right flip would change the direction a character faces (its motion label).
 
 Its input pipeline and the augmentation: `dvrnn_tf.metrics.judge_data`.
@@ -25,7 +25,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from dvrnn_tf.metrics import judge_cache
 from dvrnn_tf.metrics.judge_data import sequence_dataset
