@@ -4,12 +4,26 @@ MNIST is never downloaded by the tests: they read the four original files from
 ``../shared/data/mnist`` (or ``$DVRNN_MNIST_DIR``) and let tfds prepare them offline
 into a cache outside the tracked tree.
 """
+import fcntl
 import os
 import pathlib
+import shutil
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Under xdist, each worker's TensorFlow (and the processes its tests start) gets its share
+    of the cores: `-n 2` on 2 cores with TensorFlow's default of a thread pool per core in each
+    worker oversubscribes them (the suite ran ~8% slower). Read by TensorFlow when it starts,
+    after this hook."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        share = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", share)
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", share)
 
 
 def _mnist_manual_dir() -> pathlib.Path:
@@ -38,12 +52,33 @@ def mnist_dirs():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """(run_dir, flags) of a finished tiny training run (digits, the factorized Disentangled
-    VRNN, exported): shared read-only by the bad-input catalogue and the endpoint fuzzing.
-    `flags` replay it on the command line."""
+    VRNN, exported), read by the bad-input catalogue and the endpoint fuzzing; trained once
+    per pytest run, each worker's a copy (a test holds its lock). `flags` replay it on the
+    command line."""
     from reliability_helpers import TINY_RUN, flag_args
 
     from dvrnn_tf.training import TrainConfig, train
 
+    def build(run_dir):
+        train(TrainConfig(run_dir=str(run_dir), **TINY_RUN), verbose=0)
+
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
-    train(TrainConfig(run_dir=str(run_dir), **TINY_RUN), verbose=0)
+    shutil.copytree(built_once(tmp_path_factory, "tiny_run", build), run_dir, symlinks=True)
     return run_dir, flag_args(TINY_RUN)
+
+
+def built_once(tmp_path_factory, name, build) -> pathlib.Path:
+    """The folder `build(folder)` fills, built once for the whole pytest run: under xdist the
+    first worker to take the lock builds it in the run's shared temporary root and the others
+    wait for it. A worker that changes it copies it first (the folder is shared)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # basetemp is <root>/popen-gwN under xdist
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
+    return folder

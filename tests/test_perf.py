@@ -116,6 +116,20 @@ def test_bernoulli_nll_equals_tfd(name):
         _close(tape.gradient(fast, source), tape.gradient(reference, source), atol=1e-5)
 
 
+def test_gaussian_fixed_nll_equals_tfd():
+    likelihood = get_likelihood("gaussian_fixed", gaussian_scale=0.2)
+    logits = tf.constant([[-30.0, -3.0, -0.1, 0.0, 0.2, 4.0, 30.0]] * 2)
+    x = tf.constant([[0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0], [0.3, 0.0, 0.5, 1.0, 0.9, 0.2, 0.0]])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([logits, x])
+        fast = likelihood.nll(logits, x)
+        reference = -likelihood.distribution(logits).log_prob(x)
+    _close(fast, reference, atol=1e-4)
+    assert not np.allclose(fast.numpy(), get_likelihood("gaussian_fixed").nll(logits, x))
+    for source in (logits, x):
+        _close(tape.gradient(fast, source), tape.gradient(reference, source), atol=1e-4)
+
+
 def _tiny(kind):
     common = dict(seq_len=4, hidden_dim=8, z_dim=2, seed=0)
     if kind == "beta_vae":

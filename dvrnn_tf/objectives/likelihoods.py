@@ -4,6 +4,7 @@ A decoder emits `params_per_pixel * D` numbers per time step; `distribution(para
 them into a distribution with event_shape [D] (batch_shape the leading axes of `params`).
 """
 import dataclasses
+import math
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -51,10 +52,15 @@ class Likelihood:
         is computed as ``softplus(l) - x * l`` (the same function: log p(x) = x l - softplus(l)),
         a handful of elementwise ops instead of tfd.Bernoulli's dozen, forward and backward,
         over the decoder's largest tensor (with the gradient written out: e = exp(-|l|) is
-        computed once for both passes).
+        computed once for both passes). ``gaussian_fixed`` likewise: one kernel each way
+        instead of tfd.Normal's sigmoid, standardization, broadcast log-scale and their
+        gradients (~80 ms of a 650 ms Sprites step).
         """
         if self.name in ("bernoulli", "bce"):
             return _bernoulli_nll(params, tf.cast(x, params.dtype))
+        if self.name == "gaussian_fixed":
+            return _gaussian_fixed_nll(params, tf.cast(x, params.dtype),
+                                       tf.constant(self.scale, params.dtype))
         return -self.distribution(params).log_prob(x)
 
     def mean(self, params: tf.Tensor) -> tf.Tensor:
@@ -94,6 +100,33 @@ def _bernoulli_nll(logits, x):
         return _bernoulli_nll_backward(dy, logits, x), -dy[..., None] * logits
 
     return _bernoulli_nll_forward(logits, x), grad
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _gaussian_fixed_nll_forward(logits, x, scale):
+    z = (x - tf.sigmoid(logits)) / scale
+    d = tf.cast(tf.shape(logits)[-1], logits.dtype)
+    return 0.5 * tf.reduce_sum(tf.square(z), axis=-1) + d * (
+        tf.math.log(scale) + 0.5 * math.log(2.0 * math.pi))
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _gaussian_fixed_nll_backward(dy, logits, x, scale):
+    m = tf.sigmoid(logits)
+    r = dy[..., None] * (m - x) / tf.square(scale)
+    return r * m * (1.0 - m), -r
+
+
+@tf.custom_gradient
+def _gaussian_fixed_nll(logits, x, scale):
+    """-log N(x; sigmoid(l), scale^2) summed over D: sum_D (x - m)^2 / (2 scale^2) +
+    D (log scale + log(2 pi) / 2), m = sigmoid(l); d/dl = (m - x) m (1 - m) / scale^2,
+    d/dx = (x - m) / scale^2. The scale is a setting: no gradient."""
+
+    def grad(dy):
+        return (*_gaussian_fixed_nll_backward(dy, logits, x, scale), tf.zeros_like(scale))
+
+    return _gaussian_fixed_nll_forward(logits, x, scale), grad
 
 
 LIKELIHOODS = {
