@@ -3,8 +3,8 @@
 For each model, configuration and XLA setting: one training step's median time after
 warm-up (with min and max), sequences per second, analytic FLOPs per step
 (`dvrnn_tf.perf.flops`), achieved GFLOP/s, peak memory, and the step's matmul roofline
-measured in the same run (`dvrnn_tf.perf.roofline`): roofline fraction = roofline time /
-step time (1.0 would mean the step does nothing but its matmuls, at the rates they reach
+measured in the same run, a call of each shape at a time between the timed steps
+(`dvrnn_tf.perf.roofline.Roofline`): roofline fraction = roofline time / step time (1.0 would mean the step does nothing but its matmuls, at the rates they reach
 here). Also the input pipeline alone (`SequenceSampler.dataset`, binarize="dynamic") in
 sequences per second, next to what training consumes.
 
@@ -40,7 +40,8 @@ flags.DEFINE_integer("steps_per_execution", 1, "Optimizer steps per call (as tra
                      lower_bound=1)
 flags.DEFINE_integer("warmup", 5, "Untimed steps after the first (compiling) one.",
                      lower_bound=0)
-flags.DEFINE_integer("roofline_repeats", 15, "Timed calls per matmul shape.", lower_bound=1)
+flags.DEFINE_integer("roofline_repeats", 15, "Timed calls per matmul or convolution shape, "
+                     "spread between the --steps timed steps.", lower_bound=1)
 flags.DEFINE_enum("pipeline_data", "synthetic", ["synthetic", "digits", "mnist", "none"],
                   "Images the input pipeline is timed on (`none`: skip it). digits is "
                   "8x8, so it is resized to 28x28 to keep the reference shapes.")

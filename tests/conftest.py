@@ -14,18 +14,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def pytest_configure(config):
-    """Under xdist, each worker's TensorFlow (and the processes its tests start) gets its share
-    of the cores: `-n 2` on 2 cores with TensorFlow's default of a thread pool per core in each
-    worker oversubscribes them (the suite ran ~8% slower). Read by TensorFlow when it starts,
-    after this hook."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-    if workers:
-        share = str(max(1, len(os.sched_getaffinity(0)) // workers))
-        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", share)
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", share)
-
-
 def _mnist_manual_dir() -> pathlib.Path:
     return pathlib.Path(
         os.environ.get("DVRNN_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist")

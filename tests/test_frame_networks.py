@@ -15,7 +15,7 @@ from dvrnn_tf.layers.frame_networks import (
 from dvrnn_tf.objectives import get_likelihood
 from dvrnn_tf.perf import flops
 from dvrnn_tf.perf.graph_flops import graph_flops
-from dvrnn_tf.perf.roofline import roofline
+from dvrnn_tf.perf.roofline import Roofline, roofline
 
 # (image_shape, conv_channels, conv_layers): an RGB and a grey case.
 CASES = [((16, 16, 3), 4, 2), ((32, 32, 1), 2, 3)]
@@ -311,3 +311,39 @@ def test_roofline_times_conv_records():
     assert records[3].flops == records[0].flops  # same geometry, same multiply-adds
     again = roofline(records[:1], timings, repeats=2, max_reps=2)
     assert again["shapes"][0] is timings[records[0].shape]  # measured once, reused
+
+
+def test_interleaved_roofline_sums_what_its_rounds_timed():
+    """Roofline: the same records and sums as `roofline`, a call per shape per sample()."""
+    records = (conv_with_backward("enc", 2, 8, 8, 3, 4, 4, 2)
+               + [MatMul("dense", 4, 8, 16, count=3)])
+    timer = Roofline(records, max_reps=2)
+    with pytest.raises(ValueError, match="before any sample"):
+        timer.result()
+    for _ in range(3):
+        timer.sample()
+    roof = timer.result()
+    stats = {tuple(s["shape"][:1]): s for s in roof["shapes"]}
+    by_shape = {r.shape: r for r in records}
+    assert len(roof["shapes"]) == len(by_shape) == 4  # each distinct shape timed once a round
+    assert all(len(t.times) == 3 for t in timer._timers.values())
+    expected = sum(r.count * t.stats()["median_s"]
+                   for r in records for s, t in timer._timers.items() if s == r.shape)
+    assert roof["median_s"] == pytest.approx(expected)
+    assert stats[(4,)]["shape"] == [4, 8, 16, False, False]
+    assert roof["min_s"] <= roof["median_s"]
+
+
+def test_train_steps_call_between_outside_the_timed_interval():
+    import time
+
+    from dvrnn_tf.perf import timing
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = (tf.ones([4, 3]), tf.ones([4, 1]))
+    seen = []
+    out = timing.time_train_steps(model, x, steps=3, warmup=0,
+                                  between=lambda i: (seen.append(i), time.sleep(0.3)))
+    assert seen == [0, 1, 2]
+    assert out["step"]["n"] == 3 and out["step"]["max_s"] < 0.3

@@ -86,12 +86,14 @@ def build(model_name, sizes, jit_compile, steps_per_execution=1, precision="floa
 def time_case(model_name, config_name, sizes, xla, steps, warmup, roofline_repeats,
               roofline_max_reps=256, steps_per_execution=1, precision="float32"):
     """One (model, configuration, XLA, precision) case: step timing, FLOPs, memory and the
-    roofline of the step's own matmul and convolution shapes in its compute dtype."""
+    roofline of the step's own matmul and convolution shapes in its compute dtype, timed
+    between the steps (`roofline_repeats` rounds spread over the `steps` timed calls)."""
     import keras
     import tensorflow as tf
 
     from dvrnn_tf.perf import flops as flops_lib
-    from dvrnn_tf.perf import roofline, timing
+    from dvrnn_tf.perf import timing
+    from dvrnn_tf.perf.roofline import Roofline
 
     keras.backend.clear_session()
     b = sizes["batch_size"]
@@ -100,12 +102,20 @@ def time_case(model_name, config_name, sizes, xla, steps, warmup, roofline_repea
                   steps_per_execution=steps_per_execution, precision=precision)
     batch = timing.synthetic_batch(b, sizes["seq_len"], tuple(sizes.get("image_shape",
                                                                         IMAGE_SHAPE)))
-    measured = timing.time_train_steps(model, batch, steps=steps, warmup=warmup)
-    memory = timing.peak_memory()
     matmuls = flops_lib.step_matmuls(model, b)
-    # Measured right after the steps, under the same load on this (shared) machine.
-    roof = roofline(matmuls, repeats=roofline_repeats, max_reps=roofline_max_reps,
-                    dtype=tf.dtypes.as_dtype(model.compute_dtype))
+    seen = {}  # the step's peak memory, read before the roofline's operands exist
+
+    def between(i):
+        if i == 0:
+            seen["memory"] = timing.peak_memory()
+            seen["roofline"] = Roofline(matmuls, max_reps=roofline_max_reps,
+                                        dtype=tf.dtypes.as_dtype(model.compute_dtype))
+        if i % max(1, steps // roofline_repeats) == 0:
+            seen["roofline"].sample()
+
+    measured = timing.time_train_steps(model, batch, steps=steps, warmup=warmup,
+                                       between=between)
+    memory, roof = seen["memory"], seen["roofline"].result()
     step = measured["step"]
     total = flops_lib.total_flops(matmuls)
     return {

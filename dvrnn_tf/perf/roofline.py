@@ -13,6 +13,10 @@ gradient). The roofline of a step is sum(count * time per run) over its records
 it did nothing but its matmuls and convolutions (in the step's compute dtype), each at the rate
 that shape reaches on this machine under the same runtime (oneDNN kernels, op dispatch
 included).
+
+`Roofline` times the shapes a call each at a time, between the step's own timed calls (the
+benchmark's way): this machine's speed drifts by tens of percent within minutes, and a step
+timed first with its roofline timed after it measured 71% in one run and 81% in the next.
 """
 from __future__ import annotations
 
@@ -30,24 +34,51 @@ def _reps(flops, max_reps):
     return int(np.clip(_TARGET_FLOPS_PER_CALL / flops, min(4, max_reps), max_reps))
 
 
-def _time_calls(run, args, reps, repeats, flops) -> dict:
-    """Median/min/max wall and median CPU seconds per run of `run(*args)` (which does `reps`
-    runs per call), after two untimed calls (tracing, warm-up)."""
-    run(*args)
-    run(*args)
-    times, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        run(*args)  # returns once every run is computed (CPU: synchronous)
-        times.append((time.perf_counter() - start) / reps)
-        cpu.append((time.process_time() - start_cpu) / reps)
+def _stats(times, cpu, reps, flops) -> dict:
     return {"reps": reps, "median_s": float(np.median(times)), "min_s": float(np.min(times)),
             "max_s": float(np.max(times)), "cpu_s": float(np.median(cpu)),
             "gflops": flops / float(np.median(times)) / 1e9}
 
 
+class _ShapeTimer:
+    """One shape's traced call (`reps` runs of its op), warmed up, and its timed calls."""
+
+    def __init__(self, call, reps, flops):
+        self.call, self.reps, self.flops = call, reps, flops
+        self.times, self.cpu = [], []
+        call()  # tracing
+        call()  # warm-up
+
+    def time_once(self):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        self.call()  # returns once every run is computed (CPU: synchronous)
+        self.times.append((time.perf_counter() - start) / self.reps)
+        self.cpu.append((time.process_time() - start_cpu) / self.reps)
+
+    def stats(self) -> dict:
+        """Median/min/max wall and median CPU seconds per run."""
+        return _stats(self.times, self.cpu, self.reps, self.flops)
+
+
+def _timed(shape, timer, repeats) -> dict:
+    """`_named(shape)` with the stats of `repeats` timed calls of `timer`."""
+    for _ in range(repeats):
+        timer.time_once()
+    return {**_named(shape), **timer.stats()}
+
+
+def _named(shape) -> dict:
+    if _is_conv(shape):
+        return {"shape": list(shape), "op": shape[0]}
+    return {"shape": [*shape[:3], bool(shape[3]), bool(shape[4])]}
+
+
 def time_matmul(shape, repeats: int = 15, dtype=tf.float32, max_reps: int = _MAX_REPS) -> dict:
     """Seconds per product of `shape` = (m, k, n, transpose_a, transpose_b): median/min/max."""
+    return _timed(shape, _matmul_timer(shape, dtype, max_reps), repeats)
+
+
+def _matmul_timer(shape, dtype, max_reps) -> _ShapeTimer:
     m, k, n, ta, tb = shape
     flops = 2.0 * m * k * n
     reps = _reps(flops, max_reps)
@@ -60,8 +91,7 @@ def time_matmul(shape, repeats: int = 15, dtype=tf.float32, max_reps: int = _MAX
     def products(a, b):
         return [tf.linalg.matmul(x, b, transpose_a=ta, transpose_b=tb) for x in a]
 
-    return {"shape": [m, k, n, bool(ta), bool(tb)],
-            **_time_calls(products, (a, b), reps, repeats, flops)}
+    return _ShapeTimer(lambda: products(a, b), reps, flops)
 
 
 def _conv_run(op, big, kernel, strides):
@@ -84,6 +114,10 @@ def _conv_run(op, big, kernel, strides):
 def time_conv(shape, repeats: int = 15, dtype=tf.float32, max_reps: int = _MAX_REPS) -> dict:
     """Seconds per run of `shape` = (op, batch, big_h, big_w, big_c, small_c, kernel, stride)
     (`Conv.shape`; "SAME" padding, channels last): median/min/max."""
+    return _timed(shape, _conv_timer(shape, dtype, max_reps), repeats)
+
+
+def _conv_timer(shape, dtype, max_reps) -> _ShapeTimer:
     op, batch, h, w, c_big, c_small, k, s = shape
     big, kernel, strides = [batch, h, w, c_big], [k, k, c_big, c_small], [1, s, s, 1]
     flops = 2.0 * batch * -(-h // s) * -(-w // s) * k * k * c_big * c_small
@@ -97,8 +131,7 @@ def time_conv(shape, repeats: int = 15, dtype=tf.float32, max_reps: int = _MAX_R
     def runs(varying, shared):
         return [one(v, shared) for v in varying]
 
-    return {"shape": list(shape), "op": op,
-            **_time_calls(runs, (varying, shared), reps, repeats, flops)}
+    return _ShapeTimer(lambda: runs(varying, shared), reps, flops)
 
 
 def _is_conv(shape) -> bool:
@@ -121,6 +154,10 @@ def roofline(records, timings: dict | None = None, repeats: int = 15,
             timer = time_conv if _is_conv(rec.shape) else time_matmul
             timings[rec.shape] = timer(rec.shape, repeats=repeats, dtype=dtype,
                                        max_reps=max_reps)
+    return _summed(records, timings)
+
+
+def _summed(records, timings) -> dict:
     median = sum(rec.count * timings[rec.shape]["median_s"] for rec in records)
     best = sum(rec.count * timings[rec.shape]["min_s"] for rec in records)
     cpu = sum(rec.count * timings[rec.shape]["cpu_s"] for rec in records)
@@ -129,3 +166,27 @@ def roofline(records, timings: dict | None = None, repeats: int = 15,
                + sorted(s for s in shapes if _is_conv(s)))
     return {"median_s": median, "min_s": best, "cpu_s": cpu,
             "shapes": [timings[s] for s in ordered]}
+
+
+class Roofline:
+    """The roofline of `records` (as `roofline`), timed in rounds: `sample()` times one call
+    of every shape, meant to run between the step's own timed calls so that the step and its
+    roofline are measured under the same (drifting) load; `result()` is `roofline`'s dict."""
+
+    def __init__(self, records, dtype=tf.float32, max_reps: int = _MAX_REPS):
+        self.records = list(records)
+        self._timers = {}
+        for rec in self.records:  # traced and warmed up now, outside any timed interval
+            if rec.shape not in self._timers:
+                make = _conv_timer if _is_conv(rec.shape) else _matmul_timer
+                self._timers[rec.shape] = make(rec.shape, dtype, max_reps)
+
+    def sample(self):
+        for timer in self._timers.values():
+            timer.time_once()
+
+    def result(self) -> dict:
+        if not all(t.times for t in self._timers.values()):
+            raise ValueError("Roofline.result() before any sample()")
+        return _summed(self.records, {shape: {**_named(shape), **timer.stats()}
+                                      for shape, timer in self._timers.items()})

@@ -40,12 +40,13 @@ def peak_memory() -> dict:
     return out
 
 
-def time_train_steps(model, batch, steps=30, warmup=5):
+def time_train_steps(model, batch, steps=30, warmup=5, between=None):
     """Per-step wall times of `model`'s compiled train function on a constant batch.
 
     Returns {"compile_s": the first call (tracing and, with XLA, compiling), "step": stats
     over `steps` calls after `warmup` more, each divided by the model's steps_per_execution
-    (the optimizer steps one call takes)}.
+    (the optimizer steps one call takes)}. `between(i)`, if given, runs after timed call i,
+    outside the timed interval (the benchmark times its roofline there).
     """
     per_call = int(getattr(model, "steps_per_execution", 1) or 1)
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
@@ -58,11 +59,13 @@ def time_train_steps(model, batch, steps=30, warmup=5):
     for _ in range(warmup):
         float(train_function(iterator)["loss"])
     times = []
-    for _ in range(steps):
+    for i in range(steps):
         start = time.perf_counter()
         logs = train_function(iterator)
         float(logs["loss"])
         times.append((time.perf_counter() - start) / per_call)
+        if between is not None:
+            between(i)
     return {"compile_s": compile_s, "step": _stats(times), "final_loss": float(logs["loss"])}
 
 
