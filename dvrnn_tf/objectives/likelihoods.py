@@ -54,7 +54,8 @@ class Likelihood:
         over the decoder's largest tensor (with the gradient written out: e = exp(-|l|) is
         computed once for both passes). ``gaussian_fixed`` likewise: one kernel each way
         instead of tfd.Normal's sigmoid, standardization, broadcast log-scale and their
-        gradients (~80 ms of a 650 ms Sprites step).
+        gradients (~80 ms of op time in a Sprites step, but only ~1% of its wall time: those
+        ops ran beside the convolutions).
         """
         if self.name in ("bernoulli", "bce"):
             return _bernoulli_nll(params, tf.cast(x, params.dtype))
