@@ -4,9 +4,10 @@ For each model, configuration and XLA setting: one training step's median time a
 warm-up (with min and max), sequences per second, analytic FLOPs per step
 (`dvrnn_tf.perf.flops`), achieved GFLOP/s, peak memory, and the step's matmul roofline
 measured in the same run, a call of each shape at a time between the timed steps
-(`dvrnn_tf.perf.roofline.Roofline`): roofline fraction = roofline time / step time (1.0 would mean the step does nothing but its matmuls, at the rates they reach
-here). Also the input pipeline alone (`SequenceSampler.dataset`, binarize="dynamic") in
-sequences per second, next to what training consumes.
+(`dvrnn_tf.perf.roofline.Roofline`): roofline fraction = roofline time / step time (1.0
+would mean the step does nothing but its matmuls, at the rates they reach here). Also the
+input pipeline alone (`SequenceSampler.dataset`, binarize="dynamic") in sequences per
+second, next to what training consumes.
 
 Configurations: `reference` is the first paper's code (x 784, features and GRU 100, f 20,
 z 3, T 8, batch 128 sequences, Bernoulli); `large` has hidden and GRU 512, z 32, batch 256;
