@@ -33,7 +33,6 @@ import os
 import shutil
 import tempfile
 
-import keras
 import tensorflow as tf
 
 from dvrnn_tf import faults
@@ -57,7 +56,9 @@ def _code_specs(model, image_spec):
 
     Traced, never run: the model's seed state is left as it is.
     """
-    outputs = tf.function(model.encode).get_concrete_function(image_spec).structured_outputs
+    # autograph=False as for the endpoints: converting the model's code took seconds.
+    outputs = tf.function(model.encode, autograph=False).get_concrete_function(
+        image_spec).structured_outputs
     if not isinstance(outputs, dict):
         return {}
     return {k[:-4]: tf.TensorSpec([None, *v.shape[1:]], v.dtype)
@@ -132,17 +133,10 @@ def export_saved_model(model, path):
     if not endpoints:
         raise ValueError(f"{type(model).__name__} has none of the exportable endpoints")
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    # The seed state is used by the random endpoints; tracked explicitly so that it is saved
-    # (and reachable as `loaded.seed_state`) whatever the endpoints' variable discovery does.
-    seed_generator = getattr(model, "seed_generator", None)
-    if seed_generator is not None:
-        archive.add_variable_collection("seed_state", [seed_generator.state])
+    archive = _archive(model, endpoints)
     manifest = {"model": type(model).__name__, "seq_len": int(model.seq_len),
                 "image_shape": list(model.image_shape), "endpoints": {}}
-    for name, (fn, inputs) in endpoints.items():
-        archive.add_endpoint(name, fn, input_signature=list(inputs.values()))
+    for name, (_, inputs) in endpoints.items():
         manifest["endpoints"][name] = {
             arg: {"shape": spec.shape.as_list(), "dtype": spec.dtype.name}
             for arg, spec in inputs.items()}
@@ -150,7 +144,9 @@ def export_saved_model(model, path):
     _restore_interrupted_replace(path)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
-        archive.write_out(tmp, verbose=False)
+        signatures = {name: getattr(archive, name) for name in endpoints}
+        signatures["serving_default"] = signatures[next(iter(endpoints))]  # for TF Serving
+        tf.saved_model.save(archive, tmp, signatures=signatures)
         with open(os.path.join(tmp, "endpoints.json"), "w") as f:
             json.dump(manifest, f, indent=2)
         faults.pause("export_before_rename")
@@ -159,6 +155,27 @@ def export_saved_model(model, path):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return list(endpoints)
+
+
+def _archive(model, endpoints):
+    """The object written: one `tf.function` per endpoint, the model's variables, and the seed
+    state as `seed_state` (used by the random endpoints; tracked by name so that a loaded
+    archive exposes it).
+
+    Not `keras.export.ExportArchive`, whose `write_out` traces every endpoint twice: once to
+    list the variables it uses, then again inside `tf.saved_model.save`, whose save context is
+    part of `tf.function`'s cache key. Here each endpoint is traced once, by the save; an
+    export took a third of the time (5 s instead of 18 s for a small Disentangled VRNN).
+    """
+    archive = tf.Module()
+    archive.model_variables = list(model.variables)
+    seed_generator = getattr(model, "seed_generator", None)
+    if seed_generator is not None:
+        archive.seed_state = [seed_generator.state]
+    for name, (fn, inputs) in endpoints.items():
+        setattr(archive, name, tf.function(fn, input_signature=list(inputs.values()),
+                                           autograph=False))
+    return archive
 
 
 def _replace_dir(src, dst):

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -170,21 +169,19 @@ def test_export_is_atomic(tmp_path, x, monkeypatch):
     check_still_b()
 
     # A failure part-way through writing the temporary copy.
-    archive_type = type(keras.export.ExportArchive())
-
-    def fail_part_way(self, filepath, **kwargs):
+    def fail_part_way(archive, filepath, **kwargs):
         open(os.path.join(filepath, "saved_model.pb"), "wb").write(b"\0partial")
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(archive_type, "write_out", fail_part_way)
+        patch.setattr(tf.saved_model, "save", fail_part_way)
         with pytest.raises(OSError, match="disk full"):
             export.export_saved_model(a, path)
     assert _leftovers(tmp_path, "model") == []
     check_still_b()
 
     # The temporary copy is complete but moving it into place fails: the old one is put back.
-    def fake_write(self, filepath, **kwargs):
+    def fake_write(archive, filepath, **kwargs):
         open(os.path.join(filepath, "saved_model.pb"), "wb").write(b"\0new")
 
     rename = os.rename
@@ -195,7 +192,7 @@ def test_export_is_atomic(tmp_path, x, monkeypatch):
         return rename(src, dst)
 
     with monkeypatch.context() as patch:
-        patch.setattr(archive_type, "write_out", fake_write)
+        patch.setattr(tf.saved_model, "save", fake_write)
         patch.setattr(export, "_exchange", lambda a, b: False)  # the two-rename fallback
         patch.setattr(export.os, "rename", flaky_rename)
         with pytest.raises(OSError, match="rename failed"):

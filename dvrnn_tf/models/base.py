@@ -208,13 +208,16 @@ class LatentVariableModel(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under a strategy, keras pulls a batch here and all-reduces it only to build what is
-        # unbuilt from its shapes; with MultiWorkerMirroredStrategy that reduce fails on (x, y)
-        # batches (keras 3.15). These models build their weights in __init__ and compile no
-        # loss or metrics, so only the optimizer is left: build it in the strategy's scope.
+        # These models build their weights in __init__ and compile no loss or metrics, so only
+        # the optimizer is left to build, here, in the strategy's scope (keras 3.15 differs):
+        # - without a strategy keras builds nothing here; the optimizer's slots were then made
+        #   inside the first trace of the train function, and a tf.function that creates
+        #   variables is traced twice (the first call took twice as long);
+        # - under a strategy keras pulls a batch and all-reduces it only to build what is
+        #   unbuilt from its shapes; with MultiWorkerMirroredStrategy that reduce fails on
+        #   (x, y) batches.
         pending = [getattr(self, "_compile_metrics", None), getattr(self, "_compile_loss", None)]
-        if (getattr(self, "_distribute_strategy", None) is None
-                or not all(layer.built for layer in self._flatten_layers())
+        if (not all(layer.built for layer in self._flatten_layers())
                 or any(p is not None and not p.built for p in pending)):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         with self.distribute_strategy.scope():

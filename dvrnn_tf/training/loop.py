@@ -85,8 +85,12 @@ def train(config, callbacks=(), verbose="auto", started=None):
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         strategy = distribute.make_strategy(config)  # first: it may split the CPU into devices
-        train_sampler, eval_sampler = make_samplers(config)  # outside strategy.scope()
-        check_model(config, data_spec(train_sampler))  # before the run directory is touched
+        source = open_data(config)
+        # Before the run directory is touched, and before the data is prepared where the
+        # source knows its shapes and labels without it (Sprites: ~20 s).
+        check_model(config, source.spec())
+        # Outside strategy.scope().
+        train_sampler, eval_sampler = source.split("train"), source.split("validation")
         run = RunDir(_abspath(config.run_dir))
     # A non-chief worker writes to a temporary directory; the dtype policy holds inside.
     with distribute.task_run_dir(config, strategy, run) as run, run.claim(config):
