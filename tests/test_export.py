@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from dvrnn_tf import export
+from dvrnn_tf.checks import check_outputs
 from dvrnn_tf.models import VRNN, DisentangledVRNN
 from dvrnn_tf.models import BetaVAE
 
@@ -164,7 +165,12 @@ def test_export_is_atomic(tmp_path, x, monkeypatch):
         loaded = tf.saved_model.load(str(path))  # keep a reference: it owns the variables
         np.testing.assert_allclose(loaded.reconstruct(x), expected, atol=1e-5)
 
-    export.export_saved_model(a, path)
+    traced = []  # each endpoint traced once (check_outputs runs once per trace)
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "check_outputs",
+                      lambda out, name: traced.append(name) or check_outputs(out, name))
+        names = export.export_saved_model(a, path)
+    assert sorted(traced) == sorted(names)
     export.export_saved_model(b, path)  # a second export to the same path replaces the first
     check_still_b()
 

@@ -104,3 +104,23 @@ def test_a_saved_model_loads_with_only_the_models_imported(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("FusedAdam")
+
+
+def test_fit_traces_the_train_step_once(monkeypatch):
+    """The optimizer is built before the train function's first trace: keras would build it
+    inside, and tf.function traces a function that creates variables a second time."""
+    from dvrnn_tf.models.base import LatentVariableModel
+
+    traces, original = [], LatentVariableModel.train_step
+
+    @tf.autograph.experimental.do_not_convert
+    def counted(self, data):
+        traces.append(data)  # runs once per trace, never per step
+        return original(self, data)
+
+    monkeypatch.setattr(LatentVariableModel, "train_step", counted)
+    model, x = _model_and_data()
+    model.compile(optimizer="adam")
+    model.fit(tf.data.Dataset.from_tensor_slices(x).batch(4), epochs=2, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 8
+    assert len(traces) == 1
