@@ -40,27 +40,30 @@ from dvrnn_tf.metrics.evaluation import (  # noqa: E402  # the library, re-expor
     load_run, summarize)
 
 __all__ = ["METRICS", "EvalOptions", "EvaluationError", "_finite", "applies_to",
-           "_select_metrics", "evaluate_run", "load_run", "main", "summarize"]
+           "_select_metrics", "evaluate_run", "load_run", "main", "summarize", "define_flags"]
 
 
 # ---- the program --------------------------------------------------------------------------
 
-def _define_flags():
+def define_flags(flag_values=None):
+    """Define the program's flags in `flag_values` (absl's global FLAGS by default; a test
+    passes its own `flags.FlagValues()`)."""
     from absl import flags
 
+    fv = dict(flag_values=flags.FLAGS if flag_values is None else flag_values)
     flags.DEFINE_string("run_dir", None, "The training run directory to evaluate.",
-                        required=True)
+                        required=True, **fv)
     for f in dataclasses.fields(EvalOptions):
         help_text = EvalOptions.HELP[f.name]
         if isinstance(f.default, bool):
-            flags.DEFINE_bool(f.name, f.default, help_text)
+            flags.DEFINE_bool(f.name, f.default, help_text, **fv)
         elif isinstance(f.default, int):
-            flags.DEFINE_integer(f.name, f.default, help_text)
+            flags.DEFINE_integer(f.name, f.default, help_text, **fv)
         elif f.name == "split":
             from dvrnn_tf.data.registry import SPLITS
-            flags.DEFINE_enum(f.name, f.default, list(SPLITS), help_text)
+            flags.DEFINE_enum(f.name, f.default, list(SPLITS), help_text, **fv)
         else:
-            flags.DEFINE_string(f.name, f.default, help_text)
+            flags.DEFINE_string(f.name, f.default, help_text, **fv)
 
 
 def main(argv):
@@ -88,5 +91,5 @@ def main(argv):
 if __name__ == "__main__":
     from absl import app
 
-    _define_flags()
+    define_flags()
     app.run(main)

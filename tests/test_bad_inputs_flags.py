@@ -4,8 +4,8 @@ Part of the catalogue of bad inputs (what every case must show: reliability_help
 
 The command-line cases run the binary in this process against a finished run
 (`cli_in_process`, `refused`).
-`test_the_binary_exits_non_zero` checks a case of each command-line family (flags, run
-directories, data) in real subprocesses.
+`test_the_binary_exits_non_zero` checks a case of each way out of the binary (absl's flag
+parsing, `main`'s handler) in real subprocesses.
 """
 import subprocess
 import sys
@@ -101,14 +101,15 @@ def test_bad_flags(tiny_run, tmp_path, capsys, args, words):
 
 @pytest.mark.slow  # subprocesses
 def test_the_binary_exits_non_zero(tiny_run, tmp_path):
-    """Cases of three families through `python -m dvrnn_tf.train` itself, all at once: exit 1,
-    the problem named, no traceback; the previous run untouched, a new --run_dir not made."""
+    """A case of each path out through `python -m dvrnn_tf.train` itself, both at once: exit 1,
+    the problem named, no traceback; the previous run untouched, a new --run_dir not made. A
+    flag's error leaves through absl's parsing, every other (run directory, data: the
+    catalogue's in-process cases) through `main`'s one handler."""
     run_dir, good = tiny_run
     before = snapshot(run_dir)
     cases = {  # name: (flags, words, run directory)
         "flag": ([_flagfile(tmp_path, "--z_dim=0\n")], "--z_dim=0", tmp_path / "new"),
         "run-dir": (["--z_dim=3"], "other flags (z_dim)", run_dir),
-        "data": (["--dataset=binarized_mnist"], "no 'image' and class 'label'", tmp_path / "new"),
     }
     procs = {k: subprocess.Popen([sys.executable, "-m", "dvrnn_tf.train", *good, *args,
                                   f"--run_dir={where}"], cwd=ROOT, env=cli_env(),
