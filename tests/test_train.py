@@ -48,6 +48,26 @@ def test_rows_layout_contradicting_seq_len_is_refused(tmp_path):
                           run_dir=str(tmp_path), **TINY), verbose=0)
 
 
+def test_learning_rate_decays_over_its_epochs_and_is_kept_by_the_checkpoint(tmp_path):
+    """Cosine from --learning_rate to --lr_final_fraction of it over --lr_decay_epochs, then
+    held; the schedule is saved with the model."""
+    from dvrnn_tf.training.loop import learning_rate
+
+    config = TrainConfig(learning_rate=1e-3, lr_decay_epochs=2, lr_final_fraction=0.1)
+    schedule = learning_rate(config, steps_per_epoch=5)
+    lr = [float(schedule(step)) for step in (0, 5, 10, 30)]
+    np.testing.assert_allclose(lr, [1e-3, 1e-3 * (0.1 + 0.9 * 0.5), 1e-4, 1e-4], rtol=1e-5)
+    assert learning_rate(TrainConfig(learning_rate=2e-3), steps_per_epoch=5) == 2e-3
+    assert TrainConfig(lr_decay_epochs=2).identity() != TrainConfig().identity()
+
+    train(TrainConfig(dataset="digits", epochs=3, steps_per_epoch=2, learning_rate=1e-3,
+                      lr_decay_epochs=2, lr_final_fraction=0.1, run_dir=str(tmp_path), **TINY),
+          verbose=0)
+    model = keras.models.load_model(tmp_path / "checkpoints" / "last.keras")
+    assert int(model.optimizer.iterations.numpy()) == 6
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-4, rel=1e-5)
+
+
 # ---- run directory --------------------------------------------------------------------------
 
 def test_run_dir_with_other_flags_is_refused_unless_overwrite(tmp_path):

@@ -36,6 +36,10 @@ TRAINING_SETTINGS = (
     Setting("steps_per_epoch", 0, "Optimizer steps per epoch; 0: one pass over the data.",
             lower=0),
     Setting("learning_rate", 1e-3, "Adam learning rate.", lower=0.0),
+    Setting("lr_decay_epochs", 0, "Cosine-decay the learning rate over this many epochs, then "
+            "hold it at --lr_final_fraction of --learning_rate; 0: constant.", lower=0),
+    Setting("lr_final_fraction", 0.01, "Where --lr_decay_epochs ends, as a fraction of "
+            "--learning_rate.", lower=0.0, upper=1.0),
     Setting("clip_norm", 10.0, "Global gradient-norm clip before each update; 0: off.",
             lower=0.0),
     Setting("seed", 0, "Seeds data sampling, initialization and latent noise.", lower=0),

@@ -39,6 +39,16 @@ def make_samplers(config, held_out="validation"):
     return source.split("train"), source.split(held_out)
 
 
+def learning_rate(config, steps_per_epoch):
+    """--learning_rate, or a cosine decay of it over --lr_decay_epochs (a function of the
+    optimizer's step, so a resumed run continues it where it stopped)."""
+    if not config.lr_decay_epochs:
+        return config.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=config.lr_decay_epochs * steps_per_epoch,
+        alpha=config.lr_final_fraction)
+
+
 def _jit(config):
     return {"auto": "auto", "true": True, "false": False}[config.jit_compile]
 
@@ -95,12 +105,12 @@ def train(config, callbacks=(), verbose="auto", started=None):
     # A non-chief worker writes to a temporary directory; the dtype policy holds inside.
     with distribute.task_run_dir(config, strategy, run) as run, run.claim(config):
         with watch("setup"):
+            steps = config.steps_per_epoch or train_sampler.steps_per_epoch(config.batch_size)
             with strategy.scope():
                 model = build_model(config, data_spec(train_sampler))
-                model.compile(optimizer=FusedAdam(config.learning_rate),
+                model.compile(optimizer=FusedAdam(learning_rate(config, steps)),
                               jit_compile=_jit(config),
                               steps_per_execution=config.steps_per_execution)
-            steps = config.steps_per_epoch or train_sampler.steps_per_epoch(config.batch_size)
             train_ds = train_sampler.dataset(config.batch_size, training=True, steps=steps)
             eval_ds = eval_sampler.dataset(config.batch_size, training=False)
             figure_x = tf.constant(eval_sampler.examples(FIGURE_BATCH)[0])
