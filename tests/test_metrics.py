@@ -251,15 +251,16 @@ def tiny_models():
     """One briefly trained tiny model of each kind on binarized digits, and a test batch."""
     from dvrnn_tf.training.factory import build_model
     from config_helpers import config_for
-    from dvrnn_tf.training.loop import data_spec, make_samplers
+    from dvrnn_tf.training.loop import make_samplers, open_data
 
     models = {}
     for kind in KINDS:
         config = config_for(kind, hidden_dim=32, rnn_dim=16, f_dim=4, z_dim=2, seq_len=4,
                             seed=0, run_dir="unused")
-        train_sampler, eval_sampler = make_samplers(config)
+        source = open_data(config)
+        train_sampler, eval_sampler = make_samplers(source)
         keras.utils.set_random_seed(0)
-        model = build_model(config, data_spec(eval_sampler))
+        model = build_model(config, source.spec())
         model.compile(keras.optimizers.Adam(3e-3))
         model.fit(train_sampler.dataset(32, training=True, steps=60), epochs=1, verbose=0)
         x = next(iter(eval_sampler.dataset(12, training=False)))[0].numpy()

@@ -134,6 +134,10 @@ def _conv_timer(shape, dtype, max_reps) -> _ShapeTimer:
     return _ShapeTimer(lambda: runs(varying, shared), reps, flops)
 
 
+def _timer(shape, dtype, max_reps) -> _ShapeTimer:
+    return (_conv_timer if _is_conv(shape) else _matmul_timer)(shape, dtype, max_reps)
+
+
 def _is_conv(shape) -> bool:
     return isinstance(shape[0], str)
 
@@ -151,9 +155,8 @@ def roofline(records, timings: dict | None = None, repeats: int = 15,
     timings = {} if timings is None else timings
     for rec in records:
         if rec.shape not in timings:
-            timer = time_conv if _is_conv(rec.shape) else time_matmul
-            timings[rec.shape] = timer(rec.shape, repeats=repeats, dtype=dtype,
-                                       max_reps=max_reps)
+            timings[rec.shape] = _timed(rec.shape, _timer(rec.shape, dtype, max_reps),
+                                        repeats)
     return _summed(records, timings)
 
 
@@ -178,8 +181,7 @@ class Roofline:
         self._timers = {}
         for rec in self.records:  # traced and warmed up now, outside any timed interval
             if rec.shape not in self._timers:
-                make = _conv_timer if _is_conv(rec.shape) else _matmul_timer
-                self._timers[rec.shape] = make(rec.shape, dtype, max_reps)
+                self._timers[rec.shape] = _timer(rec.shape, dtype, max_reps)
 
     def sample(self):
         for timer in self._timers.values():

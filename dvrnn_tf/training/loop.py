@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from dvrnn_tf import faults
-from dvrnn_tf.data import DataSpec, open_source
+from dvrnn_tf.data import open_source
 from dvrnn_tf.models.registry import get_family
 from dvrnn_tf.objectives import get_likelihood
 from dvrnn_tf.training import distribute
@@ -31,11 +31,10 @@ def open_data(config):
                        binarize=likelihood.binarize)
 
 
-def make_samplers(config, held_out="validation"):
-    """(train split, held-out split) of the run's source: the model trains on train and is
-    validated (val_ curves, metrics.json) on validation; test is for reported numbers
-    (`dvrnn_tf.evaluate`)."""
-    source = open_data(config)
+def make_samplers(source, held_out="validation"):
+    """(train split, held-out split) of a run's source (`open_data`): the model trains on
+    train and is validated (val_ curves, metrics.json) on validation; test is for reported
+    numbers (`dvrnn_tf.evaluate`)."""
     return source.split("train"), source.split(held_out)
 
 
@@ -98,16 +97,16 @@ def train(config, callbacks=(), verbose="auto", started=None):
         source = open_data(config)
         # Before the run directory is touched, and before the data is prepared where the
         # source knows its shapes and labels without it (Sprites: ~20 s).
-        check_model(config, source.spec())
-        # Outside strategy.scope().
-        train_sampler, eval_sampler = source.split("train"), source.split("validation")
+        spec = source.spec()
+        check_model(config, spec)
+        train_sampler, eval_sampler = make_samplers(source)  # outside strategy.scope()
         run = RunDir(_abspath(config.run_dir))
     # A non-chief worker writes to a temporary directory; the dtype policy holds inside.
     with distribute.task_run_dir(config, strategy, run) as run, run.claim(config):
         with watch("setup"):
             steps = config.steps_per_epoch or train_sampler.steps_per_epoch(config.batch_size)
             with strategy.scope():
-                model = build_model(config, data_spec(train_sampler))
+                model = build_model(config, spec)
                 model.compile(optimizer=FusedAdam(learning_rate(config, steps)),
                               jit_compile=_jit(config),
                               steps_per_execution=config.steps_per_execution)
@@ -145,11 +144,6 @@ def train(config, callbacks=(), verbose="auto", started=None):
         payload["timing"] = timing_report(watch, timer)
         write_json_atomic(run.metrics, payload)
     return payload
-
-
-def data_spec(split):
-    """The `DataSpec` a model is built for, from a split of its source."""
-    return DataSpec(split.image_shape, split.seq_len, tuple(split.factors))
 
 
 def _metrics_payload(config, model, held_out, eval_sampler, train_seconds):
