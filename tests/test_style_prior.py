@@ -76,3 +76,34 @@ def test_generation_draws_style_from_the_dynamics_prior(monkeypatch):
     assert [tuple(s) for s in calls] == [(3, 4, 2), (2, 4, 2)]
     with pytest.raises(ValueError, match="`style_prior` must be one of normal, recurrent"):
         ContentStyleVAE((6, 6, 1), style_prior="lstm")
+
+
+def test_swap_nll_scores_each_contents_codes_read_back_from_its_swap():
+    model = small(swap_consistency=2.0, style_sees_content=False)
+    x = np.random.default_rng(5).uniform(size=(3, 4, 6, 6, 1)).astype("float32")
+    q = model.encode(x)
+    f, z = q["f_sample"].numpy(), q["z_sample"].numpy()
+    got = model.swap_nll(f, z, model.phi_f(f))
+    # Through the public codes API: row i's content with row i-1's style, encoded again.
+    partner = np.roll(z, 1, axis=0)
+    read = {k: v.numpy() for k, v in model.encode(model.decode(f, partner), sample=False).items()}
+    expected = (0.5 * ((f - read["f_loc"]) ** 2).sum(-1).mean() / 4
+                + 0.5 * ((partner - read["z_loc"]) ** 2).sum(-1).mean())
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # The term is in the loss with its weight, and logged.
+    terms = model.compute_terms(x)
+    assert "swap_nll" in model.metric_names and float(terms["swap_nll"]) > 0
+    plain = {k: v for k, v in terms.items() if k != "swap_nll"}
+    np.testing.assert_allclose(model.total_loss(terms, 0) - small().total_loss(plain, 0),
+                               2.0 * terms["swap_nll"], rtol=1e-5)
+    assert "swap_nll" not in small().compute_terms(x)
+
+
+def test_swap_consistency_is_refused_when_negative():
+    with pytest.raises(ValueError, match="`swap_consistency` must be a finite number >= 0.*-1"):
+        small(swap_consistency=-1.0)
+
+
+class TestSwapConsistencyModelHarness(TestRecurrentPriorModelHarness):
+    def make_model(self):
+        return small(swap_consistency=0.5)

@@ -19,8 +19,16 @@ each leak is closed by construction:
   sequence, a class carried in z would be paid at every frame).
 * free bits: KL_z is penalized only above `kl_z_free_bits` nats per frame (Kingma et al.
   2016), so z cannot collapse onto its prior (what the first paper's betas do).
+* swap consistency (`swap_consistency` > 0, for video): in Sprites the motion is constant over
+  a sequence like the appearance, so the pooled f can hold it as well as z (DESIGN 6's trap),
+  and the ELBO does not care which. The term decodes every sequence's f with another
+  sequence's z_{1:T}, encodes that swap again and asks for the codes it was made from (their
+  samples, as targets): an f that also holds motion reads the partner's motion back, a
+  decoder that takes motion from f renders a z that reads back wrong. Unsupervised; the
+  cross-reconstruction cycle of Li & Mandt's and later sequential VAEs' evaluations, trained.
 
-Loss per image: nll + beta_f KL_f / T + beta_z max(KL_z, free bits), each KL analytic
+Loss per image: nll + beta_f KL_f / T + beta_z max(KL_z, free bits)
++ swap_consistency * swap_nll, each KL analytic
 (`tfd` diagonal Gaussians against N(0, I); KL_f against the content prior, `--content_prior`:
 Gaussian, Dirichlet or stick-breaking, `dvrnn_tf.models.content_codes`).
 """
@@ -65,6 +73,7 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
         codes (`RecurrentStylePrior`, DSVAE's dynamics prior: video, where z carries motion).
       content_prior, dirichlet_concentration, stick_breaking_alpha: the content code's
         posterior and prior (`dvrnn_tf.models.content_codes`).
+      swap_consistency: weight of `swap_nll` (nats per image; 0: not computed).
     """
 
     def __init__(self, image_shape, seq_len=8, hidden_dim=256, f_dim=16, z_dim=8, beta_f=1.0,
@@ -72,7 +81,7 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
                  likelihood="bernoulli", clip_norm=10.0, seed=None, network="mlp",
                  conv_channels=32, conv_layers=4, style_prior="normal",
                  content_prior="gaussian", dirichlet_concentration=1.0,
-                 stick_breaking_alpha=5.0, **kwargs):
+                 stick_breaking_alpha=5.0, swap_consistency=0.0, **kwargs):
         check_positive(hidden_dim=hidden_dim, f_dim=f_dim, z_dim=z_dim)
         if style_prior not in STYLE_PRIORS:
             raise ValueError(f"`style_prior` must be one of {', '.join(STYLE_PRIORS)}, got "
@@ -80,6 +89,10 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
         if not (kl_z_free_bits >= 0 and math.isfinite(kl_z_free_bits)):
             raise ValueError(f"`kl_z_free_bits` must be a finite number >= 0 (nats per frame), "
                              f"got {kl_z_free_bits}")
+        if not (swap_consistency >= 0 and math.isfinite(swap_consistency)):
+            raise ValueError(f"`swap_consistency` must be a finite number >= 0 (a weight), got "
+                             f"{swap_consistency}")
+        self.swap_consistency = float(swap_consistency)
         super().__init__(image_shape, seq_len=seq_len, likelihood=likelihood,
                          clip_norm=clip_norm, seed=seed,
                          kl_weights={"kl_z": beta_z, "kl_f": beta_f}, **kwargs)
@@ -174,14 +187,47 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
         # One f per sequence: its KL shared by the T frames (nats per image).
         kl_f = tf.reduce_mean(self.content_kl(f_params))
         kl_f = kl_f / tf.cast(steps, kl_f.dtype)
-        return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z, "kl_f": kl_f}
+        terms = {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z, "kl_f": kl_f}
+        if self.swap_consistency:
+            terms["swap_nll"] = self.swap_nll(q["f_sample"], q["z_sample"], phi_f)
+        return terms
+
+    def swap_nll(self, f, z, phi_f):
+        """How far the codes of swapped sequences read back from what made them.
+
+        Row i's content (f [B, f_dim], phi_f [B, h]) is decoded with row i-1's style
+        (z [B, T, z_dim]), the decoder's mean is encoded again, and its posterior means are
+        scored against those codes under a unit-scale Gaussian: -log N(f_i; f', 1) / T +
+        mean_t -log N(z_{i-1,t}; z'_t, 1), nats per image (constants dropped). The targets
+        are samples (a posterior that says nothing pays its variance) and stop gradients;
+        the decoder and the encoder learn from the term.
+        """
+        z_partner = tf.roll(z, 1, axis=0)
+        swapped = self.likelihood.mean(self.decoder_params(z_partner, phi_f))
+        swapped = self.unflatten_frames(tf.cast(swapped, self.compute_dtype))
+        steps = tf.shape(z)[1]
+        zeros = tf.zeros(tf.stack([tf.shape(z)[0], steps, self.z_dim]), self.compute_dtype)
+        read = self._infer(swapped, None, zeros)[1]
+        f_nll = 0.5 * tf.reduce_sum(tf.square(tf.cast(
+            tf.stop_gradient(f) - read["f_loc"], tf.float32)), -1)
+        z_nll = 0.5 * tf.reduce_sum(tf.square(tf.cast(
+            tf.stop_gradient(z_partner) - read["z_loc"], tf.float32)), -1)
+        return tf.reduce_mean(f_nll) / tf.cast(steps, tf.float32) + tf.reduce_mean(z_nll)
+
+    @property
+    def metric_names(self):
+        names = super().metric_names
+        return names + ["swap_nll"] if getattr(self, "swap_consistency", 0.0) else names
 
     def total_loss(self, terms, step):
         # Free bits: the first kl_z_free_bits nats per frame are free (no gradient pushes
         # KL_z below them); the logged kl_z stays the true KL.
         if self.kl_z_free_bits:
             terms = {**terms, "kl_z": tf.maximum(terms["kl_z"], self.kl_z_free_bits)}
-        return super().total_loss(terms, step)
+        loss = super().total_loss(terms, step)
+        if self.swap_consistency:
+            loss += self.swap_consistency * terms["swap_nll"]
+        return loss
 
     @property
     def iwae_proposal(self):
@@ -258,14 +304,26 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "f_dim": self.f_dim,
                 "z_dim": self.z_dim, "kl_z_free_bits": self.kl_z_free_bits,
                 "style_sees_content": self.style_sees_content, "style_prior": self.style_prior,
+                "swap_consistency": self.swap_consistency,
                 **self.network_config(), **self.content_config()}
 
     def step_costs(self, batch_size):
         """Every matmul of one training step on `batch_size` sequences (`layers.costs`)."""
-        b, h, f, z = int(batch_size), self.hidden_dim, self.f_dim, self.z_dim
+        b = int(batch_size)
+        mm = self._pass_costs(b, input_grad=False)
+        if self.style_prior_net is not None:
+            mm += self.style_prior_net.step_costs(b, self.seq_len)
+        if self.swap_consistency:  # the swaps decoded and encoded once more, gradients through
+            mm += self._pass_costs(b, input_grad=True)
+        return mm
+
+    def _pass_costs(self, b, input_grad):
+        """One encode and decode of b sequences: frame encoder, content and style heads,
+        decoder."""
+        h, f, z = self.hidden_dim, self.f_dim, self.z_dim
         rows = b * self.seq_len
         style_in = 2 * h if self.style_sees_content else h
-        mm = self.phi_x.step_costs(rows, input_grad=False)
+        mm = self.phi_x.step_costs(rows, input_grad=input_grad)
         # Content: the mean of the frames' features, one row per sequence.
         mm += costs.with_backward("content_net.dense0", b, h, h)
         mm += costs.with_backward("content head", b, h, self.f_prior.params_width)
@@ -275,16 +333,17 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
         mm += costs.with_backward("style loc|scale", rows, h, 2 * z)
         mm += costs.with_backward("phi_z", rows, z, h)
         mm += costs.mlp_costs("decoder_net", rows, [2 * h, h, h])
-        if self.style_prior_net is not None:
-            mm += self.style_prior_net.step_costs(b, self.seq_len)
         return mm + self.decoder_out.step_costs(rows)
-
 
 KL_Z_FREE_BITS = Setting("kl_z_free_bits", 0.0, "Nats per frame of KL_z that cost nothing "
                          "(free bits: keeps the style code from collapsing).", lower=0.0)
 STYLE_PRIOR = Setting("style_prior", "normal", "p(z_t) = N(0, I) for every frame (`normal`), "
                       "or p(z_t | z_<t) from a GRU over the earlier codes (`recurrent`, "
                       "DSVAE's dynamics prior, for video).", choices=STYLE_PRIORS)
+SWAP_CONSISTENCY = Setting("swap_consistency", 0.0, "Weight of the swap-consistency term "
+                           "(f of one sequence decoded with z of another, encoded again, "
+                           "scored against those codes; 0: off). For video, where f can take "
+                           "the motion.", lower=0.0)
 STYLE_SEES_CONTENT = Setting("style_sees_content", True, "The style posterior is "
                              "q(z_t | x_t, f) (else q(z_t | x_t)).")
 
@@ -296,7 +355,7 @@ def _build(name, values, data, *, seed, clip_norm):
         **ms.content_prior_args(values),
         beta_z=ms.kl_weight(values, "z"), kl_z_free_bits=values.kl_z_free_bits,
         style_sees_content=values.style_sees_content, style_prior=values.style_prior,
-        **ms.likelihood_args(values),
+        swap_consistency=values.swap_consistency, **ms.likelihood_args(values),
         **ms.network_args(values), clip_norm=clip_norm, seed=seed)
 
 
@@ -305,7 +364,7 @@ FAMILY = register(ModelFamily(
     model_class=ContentStyleVAE,
     settings=(*ms.LIKELIHOOD_SETTINGS, *ms.NETWORK_SETTINGS, ms.HIDDEN_DIM, ms.Z_DIM, ms.F_DIM,
               *ms.KL_Z_SETTINGS, *ms.KL_F_SETTINGS, KL_Z_FREE_BITS, STYLE_SEES_CONTENT,
-              STYLE_PRIOR, *ms.CONTENT_PRIOR_SETTINGS),
+              STYLE_PRIOR, SWAP_CONSISTENCY, *ms.CONTENT_PRIOR_SETTINGS),
     build=_build, check=ms.check_network_and_content,
     metrics=ms.CONTENT_AND_STYLE_METRICS,
     summary="this package's content/style VAE: f from pooled frames, z_t from one frame, a "
