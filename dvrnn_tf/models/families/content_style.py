@@ -203,11 +203,8 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
         the decoder and the encoder learn from the term.
         """
         z_partner = tf.roll(z, 1, axis=0)
-        swapped = self.likelihood.mean(self.decoder_params(z_partner, phi_f))
-        swapped = self.unflatten_frames(tf.cast(swapped, self.compute_dtype))
+        read = self.encode(self._decoded_mean(z_partner, phi_f), sample=False)
         steps = tf.shape(z)[1]
-        zeros = tf.zeros(tf.stack([tf.shape(z)[0], steps, self.z_dim]), self.compute_dtype)
-        read = self._infer(swapped, None, zeros)[1]
         f_nll = 0.5 * tf.reduce_sum(tf.square(tf.cast(
             tf.stop_gradient(f) - read["f_loc"], tf.float32)), -1)
         z_nll = 0.5 * tf.reduce_sum(tf.square(tf.cast(
@@ -217,7 +214,7 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
     @property
     def metric_names(self):
         names = super().metric_names
-        return names + ["swap_nll"] if getattr(self, "swap_consistency", 0.0) else names
+        return names + ["swap_nll"] if self.swap_consistency else names
 
     def total_loss(self, terms, step):
         # Free bits: the first kl_z_free_bits nats per frame are free (no gradient pushes
@@ -295,8 +292,11 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
         f = tf.cast(f, self.compute_dtype)  # float32 codes into a bf16 model
         if z is None:
             z = self.sample_style(tf.shape(f)[0])
-        z = tf.cast(z, self.compute_dtype)
-        mean = self.likelihood.mean(self.decoder_params(z, self.phi_f(f)))
+        return self._decoded_mean(tf.cast(z, self.compute_dtype), self.phi_f(f))
+
+    def _decoded_mean(self, z, phi_f):
+        """The decoder's mean [n, T, H, W, C] at codes z [n, T, z_dim] and phi_f [n, h]."""
+        mean = self.likelihood.mean(self.decoder_params(z, phi_f))
         return self.unflatten_frames(tf.cast(mean, self.compute_dtype))
 
     def get_config(self):
