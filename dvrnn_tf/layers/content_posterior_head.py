@@ -5,6 +5,7 @@ import math
 import keras
 import tensorflow as tf
 
+from dvrnn_tf.layers import bias_add
 from dvrnn_tf.layers.content_priors import (
     DIRICHLET_MAX_CONCENTRATION, DIRICHLET_MIN_CONCENTRATION, SIMPLEX_KINDS,
     STICK_MAX_CONCENTRATION, STICK_MIN_CONCENTRATION, check_dim, check_kind, resolve_options)
@@ -50,7 +51,7 @@ class ContentPosteriorHead(keras.layers.Layer):
                                  f"{bound}, got {low} and {high}")
         self.width = self.dim - 1 if kind == "stick_breaking" else self.dim
         self.num_params = 1 if kind == "dirichlet" else 2
-        self.dense = keras.layers.Dense(self.num_params * self.width, dtype=self.dtype_policy,
+        self.dense = bias_add.Dense(self.num_params * self.width, dtype=self.dtype_policy,
                                         name="params")
 
     def build(self, input_shape):

@@ -7,6 +7,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from dvrnn_tf.layers import bias_add
+
 tfd = tfp.distributions
 
 # DESIGN 2: every standard deviation is softplus(.) + eps.
@@ -50,8 +52,8 @@ class GaussianHead(keras.layers.Layer):
             raise ValueError(f"`min_scale` must be > 0, got {min_scale}")
         self.dim = int(dim)
         self.min_scale = float(min_scale)
-        self.loc_layer = keras.layers.Dense(self.dim, name="loc")
-        self.scale_layer = keras.layers.Dense(self.dim, name="scale")
+        self.loc_layer = bias_add.Dense(self.dim, name="loc")
+        self.scale_layer = bias_add.Dense(self.dim, name="scale")
 
     def build(self, input_shape):
         self.loc_layer.build(input_shape)
@@ -69,7 +71,7 @@ class GaussianHead(keras.layers.Layer):
                             tf.convert_to_tensor(self.scale_layer.kernel)], axis=1)
         bias = tf.concat([tf.convert_to_tensor(self.loc_layer.bias),
                           tf.convert_to_tensor(self.scale_layer.bias)], axis=0)
-        loc, raw = tf.split(tf.nn.bias_add(tf.matmul(inputs, kernel), bias), 2, axis=-1)
+        loc, raw = tf.split(bias_add.bias_add(tf.matmul(inputs, kernel), bias), 2, axis=-1)
         return loc, keras.ops.softplus(raw) + self.min_scale
 
     def distribution(self, inputs) -> tfd.Distribution:

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dvrnn_tf.layers import bias_add
 from dvrnn_tf.layers.costs import conv_with_backward, with_backward
 from dvrnn_tf.layers.mlp import MLP, on_rows
 
@@ -101,11 +102,11 @@ class ConvFrameEncoder(keras.layers.Layer):
         # (grappler's remapper) fails on Conv2D + BiasAdd + LeakyRelu feeding a Reshape when
         # the gradient reads the pre-activation; it logs an error and drops all its fusions
         # for the step's graph (TF 2.21, float32, no XLA).
-        self.convs = [keras.layers.Conv2D(
+        self.convs = [bias_add.Conv2D(
             self.channels * 2 ** i, KERNEL, strides=STRIDE, padding="same",
             activation="leaky_relu" if i < self.conv_layers - 1 else None, name=f"conv{i}",
             dtype=self.dtype_policy) for i in range(self.conv_layers)]
-        self.dense = keras.layers.Dense(self.output_dim, activation="relu", name="dense",
+        self.dense = bias_add.Dense(self.output_dim, activation="relu", name="dense",
                                         dtype=self.dtype_policy)
 
     def _map_shape(self):
@@ -172,11 +173,11 @@ class ConvFrameDecoder(keras.layers.Layer):
         h, w, c = self.image_shape
         s = 2 ** self.conv_layers
         self._map_shape = (h // s, w // s, self.channels * 2 ** (self.conv_layers - 1))
-        self.dense = keras.layers.Dense(math.prod(self._map_shape), activation="relu",
+        self.dense = bias_add.Dense(math.prod(self._map_shape), activation="relu",
                                         name="dense", dtype=self.dtype_policy)
         widths = [self.channels * 2 ** (self.conv_layers - 2 - i)
                   for i in range(self.conv_layers - 1)] + [self.params_per_pixel * c]
-        self.deconvs = [keras.layers.Conv2DTranspose(
+        self.deconvs = [bias_add.Conv2DTranspose(
             width, KERNEL, strides=STRIDE, padding="same",
             activation="relu" if i < self.conv_layers - 1 else None, name=f"deconv{i}",
             dtype=self.dtype_policy) for i, width in enumerate(widths)]
@@ -248,7 +249,7 @@ class MLPFrameEncoder(MLP):
 
 
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
-class DenseFrameDecoder(keras.layers.Dense):
+class DenseFrameDecoder(bias_add.Dense):
     """Dense(params_per_pixel * H*W*C): [..., d_in] -> [..., params_per_pixel * D], with
     no activation, as the models' "decoder_out" (weights `<name>/kernel`, `<name>/bias`).
     Applied on rows (one 2-D matmul whatever the leading axes)."""

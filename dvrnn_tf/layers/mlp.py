@@ -4,6 +4,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from dvrnn_tf.layers import bias_add
+
 
 def on_rows(fn, x):
     """`fn` (Dense layers, or anything acting on the last axis) applied to x [..., d] as one
@@ -37,7 +39,7 @@ class MLP(keras.layers.Layer):
         if not units or min(units) <= 0:
             raise ValueError(f"`units` of {self.name!r} must be positive integers, got {units}")
         self.units, self.activation = units, activation
-        self.dense = [keras.layers.Dense(u, activation=activation, name=f"dense{i}")
+        self.dense = [bias_add.Dense(u, activation=activation, name=f"dense{i}")
                       for i, u in enumerate(units)]
 
     def build(self, input_shape):

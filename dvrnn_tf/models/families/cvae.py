@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dvrnn_tf.layers import SplitDense, diag_gaussian
+from dvrnn_tf.layers import SplitDense, bias_add, diag_gaussian
 from dvrnn_tf.layers.distributions import MIN_SCALE
 from dvrnn_tf.models import settings as ms
 from dvrnn_tf.models.base import LatentVariableModel, check_positive
@@ -155,7 +155,7 @@ class CVAE(LatentVariableModel):
         activation = "relu" if hidden else None
         if split:
             return SplitDense(units, self.num_classes, activation=activation, name=name)
-        return keras.layers.Dense(units, activation=activation, name=name)
+        return bias_add.Dense(units, activation=activation, name=name)
 
     def build(self, input_shape=None):
         enc_label = 0 if self.mask_label else self.num_classes

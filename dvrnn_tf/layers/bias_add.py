@@ -1,0 +1,83 @@
+"""A bias add whose gradient is summed in float32, and Keras's Dense, Conv2D and
+Conv2DTranspose with it.
+
+Under a mixed policy a layer's output is bfloat16 (or float16), and TensorFlow's BiasAddGrad
+(Keras adds biases with tf.nn.bias_add) sums the output's gradient over every row, image and
+pixel in that dtype on the CPU: a bfloat16 sum of identical terms stops growing at 512 of
+them (1,024 rows of 1.5 summed to 512, not 1,536). Measured on the Sprites decoder (64
+sequences of 8 frames of 64x64x3, mixed_bfloat16), the last transposed convolution's bias
+gradient came out 640 times too small, the earlier ones 5-40 times, the Gaussian heads' ~10%;
+the output bias could not learn the background and both codes collapsed within ~100 steps
+where float32 learned. `bias_add` sums in float32 (one cast of the gradient) and returns that
+float32 sum (the bias is a cast of a float32 variable, whose gradient casts it back; a float16
+sum of a step's pixels overflows: 2e5 against a maximum of 65504). In float32 it is
+tf.nn.bias_add, and the layers are Keras's own, op for op.
+
+The layers' weights, names and configs are the Keras layers': a model saved with those loads
+here.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+@tf.custom_gradient
+def _bias_add_wide_grad(x, bias):
+    # The gradient is float32 whatever bias's dtype: bias is a cast (of a float32 variable),
+    # and Cast's gradient casts it to the variable's dtype.
+    def grad(dy):
+        return dy, tf.reduce_sum(tf.cast(dy, tf.float32), tf.range(tf.rank(dy) - 1))
+
+    return tf.nn.bias_add(x, bias), grad
+
+
+def bias_add(x, bias):
+    """x [..., C] + bias [C] in x's dtype; under a low-precision x, d/dbias is summed over
+    [...] in float32 (module doc)."""
+    if x.dtype == tf.float32:
+        return tf.nn.bias_add(x, bias)
+    return _bias_add_wide_grad(x, tf.cast(bias, x.dtype))
+
+
+def _activated(layer, outputs):
+    outputs = bias_add(outputs, layer.bias)
+    return layer.activation(outputs) if layer.activation is not None else outputs
+
+
+def _keras_call(layer) -> bool:
+    return (not layer.use_bias or layer.compute_dtype == "float32"
+            or getattr(layer, "data_format", "channels_last") != "channels_last"
+            or getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False))
+
+
+class Dense(keras.layers.Dense):
+    """keras.layers.Dense, its bias gradient summed in float32 (module doc)."""
+
+    def call(self, inputs, training=None):
+        if _keras_call(self):
+            return super().call(inputs, training=training)
+        return _activated(self, ops.matmul(inputs, self.kernel))
+
+
+class Conv2D(keras.layers.Conv2D):
+    """keras.layers.Conv2D, its bias gradient summed in float32 (module doc)."""
+
+    def call(self, inputs):
+        if _keras_call(self):
+            return super().call(inputs)
+        return _activated(self, self.convolution_op(inputs, self.kernel))
+
+
+class Conv2DTranspose(keras.layers.Conv2DTranspose):
+    """keras.layers.Conv2DTranspose, its bias gradient summed in float32 (module doc)."""
+
+    def call(self, inputs):
+        if _keras_call(self):
+            return super().call(inputs)
+        outputs = ops.conv_transpose(
+            inputs, self.kernel, strides=list(self.strides), padding=self.padding,
+            output_padding=self.output_padding, dilation_rate=self.dilation_rate,
+            data_format=self.data_format)
+        return _activated(self, outputs)

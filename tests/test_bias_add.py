@@ -1,0 +1,124 @@
+"""`bias_add` and the frame networks' convolutions under mixed precision: the bias gradient is
+the float32 one (summed in float32), the forward pass and the weights are Keras's."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dvrnn_tf.layers import bias_add
+from dvrnn_tf.models.families.content_style import ContentStyleVAE
+
+LAYERS = {"conv": (bias_add.Conv2D, keras.layers.Conv2D),
+          "deconv": (bias_add.Conv2DTranspose, keras.layers.Conv2DTranspose)}
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
+def test_bias_add_sums_the_gradient_of_many_rows_in_float32(dtype):
+    """1,024 rows of 1.5: TensorFlow's own bfloat16 BiasAddGrad stops at 512."""
+    x = tf.zeros((1024, 4), dtype)
+    bias = tf.Variable(tf.ones(4))
+    with tf.GradientTape() as tape:
+        y = bias_add.bias_add(x, tf.cast(bias, dtype))
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * 1.5)
+    np.testing.assert_array_equal(y.numpy().astype("float32"), np.ones((1024, 4)))
+    np.testing.assert_array_equal(tape.gradient(loss, bias).numpy(), [1536.0] * 4)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_low_precision_dense_bias_gradient_is_the_float32_one(policy):
+    x = np.random.default_rng(0).normal(size=(1024, 16)).astype("float32")
+    layers = {p: bias_add.Dense(8, activation="relu", dtype=p) for p in ("float32", policy)}
+    for layer in layers.values():
+        layer.build((None, 16))
+    layers[policy].set_weights(layers["float32"].get_weights())
+    grads = {}
+    for p, layer in layers.items():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cast(layer(x), tf.float32) * 1.5)
+        grads[p] = tape.gradient(loss, layer.bias).numpy()
+    np.testing.assert_allclose(grads[policy], grads["float32"], rtol=0.02)
+
+
+def _layer(kind, ours, policy, filters=3):
+    cls = LAYERS[kind][0 if ours else 1]
+    layer = cls(filters, 4, strides=2, padding="same", activation="relu", dtype=policy,
+                bias_initializer=keras.initializers.RandomNormal(seed=1))
+    layer.build((None, 32, 32, 8))
+    return layer
+
+
+def _output_and_grads(layer, x, upstream):
+    with tf.GradientTape() as tape:
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+    return y, tape.gradient(loss, [layer.kernel, layer.bias])
+
+
+def _inputs(kind, n=64):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 32, 32, 8)).astype("float32")
+    side = 16 if kind == "conv" else 64
+    # A gradient with a large mean: the sum over n*side*side terms is what a short
+    # accumulator gets wrong.
+    upstream = (1.0 + rng.uniform(size=(n, side, side, 3))).astype("float32")
+    return x, upstream
+
+
+@pytest.mark.parametrize("kind", ["conv", "deconv"])
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_low_precision_bias_gradient_is_the_float32_one(kind, policy):
+    x, upstream = _inputs(kind)
+    reference = _layer(kind, True, "float32")
+    low = _layer(kind, True, policy)
+    low.set_weights(reference.get_weights())
+    _, (_, db32) = _output_and_grads(reference, x, upstream)
+    y, (dk, db) = _output_and_grads(low, x, upstream)
+    assert y.dtype == low.compute_dtype and db.dtype == tf.float32
+    # Only the inputs' and products' rounding is left: ~1% (a bfloat16 sum was 640x off).
+    np.testing.assert_allclose(db.numpy(), db32.numpy(), rtol=0.02)
+    assert np.all(np.isfinite(dk.numpy()))
+
+
+@pytest.mark.parametrize("kind", ["conv", "deconv"])
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_forward_pass_and_weights_are_keras_own(kind, policy):
+    x, upstream = _inputs(kind, n=4)
+    theirs, ours = _layer(kind, False, policy), _layer(kind, True, policy)
+    ours.set_weights(theirs.get_weights())
+    assert [w.path.split("/")[-1] for w in ours.weights] == ["kernel", "bias"]
+    y_ours, g_ours = _output_and_grads(ours, x, upstream)
+    y_theirs, g_theirs = _output_and_grads(theirs, x, upstream)
+    np.testing.assert_array_equal(y_ours.numpy().astype("float32"),
+                                  y_theirs.numpy().astype("float32"))
+    if policy == "float32":  # the very same graph: Keras's call
+        for a, b in zip(g_ours, g_theirs):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_bfloat16_conv_model_has_the_float32_model_gradients():
+    """The whole content/style model with conv networks (the Sprites decoder's shapes, fewer
+    frames): every gradient points where float32's does, the decoder's biases included
+    (which collapsed Sprites training under mixed_bfloat16 before)."""
+    kwargs = dict(image_shape=(64, 64, 3), seq_len=4, hidden_dim=32, f_dim=8, z_dim=4,
+                  network="conv", conv_channels=8, conv_layers=4, style_prior="recurrent",
+                  likelihood="gaussian_fixed", seed=0)
+    models = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            models[policy] = ContentStyleVAE(**kwargs)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+    models["mixed_bfloat16"].set_weights(models["float32"].get_weights())
+    rng = np.random.default_rng(0)
+    x = (rng.uniform(size=(16, 4, 64, 64, 3)) < 0.2).astype("float32")
+    grads = {}
+    for policy, model in models.items():
+        with tf.GradientTape() as tape:
+            loss = model.total_loss(model.compute_terms(x, training=True), 0)
+        grads[policy] = tape.gradient(loss, model.trainable_variables)
+    paths = [v.path for v in models["float32"].trainable_variables]
+    for path, g32, g16 in zip(paths, grads["float32"], grads["mixed_bfloat16"]):
+        a, b = g32.numpy().ravel(), g16.numpy().ravel()
+        assert np.linalg.norm(b) == pytest.approx(np.linalg.norm(a), rel=0.1), path
+        assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.97, path
