@@ -8,7 +8,9 @@ them (1,024 rows of 1.5 summed to 512, not 1,536). Measured on the Sprites decod
 sequences of 8 frames of 64x64x3, mixed_bfloat16), the last transposed convolution's bias
 gradient came out 640 times too small, the earlier ones 5-40 times, the Gaussian heads' ~10%;
 the output bias could not learn the background and both codes collapsed within ~100 steps
-where float32 learned. `bias_add` sums in float32 (one cast of the gradient) and returns that
+where float32 learned (the kind of bug PyTorch fixed for its CPU conv bias, pytorch/pytorch
+#68048; TensorFlow's BiasAddGrad also disagrees between CPU and GPU, tensorflow/tensorflow
+#86378). `bias_add` sums in float32 (one cast of the gradient) and returns that
 float32 sum (the bias is a cast of a float32 variable, whose gradient casts it back; a float16
 sum of a step's pixels overflows: 2e5 against a maximum of 65504). In float32 it is
 tf.nn.bias_add, and the layers are Keras's own, op for op.
