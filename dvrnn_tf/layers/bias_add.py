@@ -49,9 +49,12 @@ def _activated(layer, outputs):
 
 
 def _keras_call(layer) -> bool:
-    return (not layer.use_bias or layer.compute_dtype == "float32"
+    """Whether Keras's own call is the right one: float32, no bias, or a path (channels
+    first, quantized, LoRA) this module does not rewrite. Dense has no data_format and
+    Conv2DTranspose no LoRA."""
+    return (not layer.use_bias or layer.compute_dtype == "float32" or layer.quantization_mode
             or getattr(layer, "data_format", "channels_last") != "channels_last"
-            or getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False))
+            or getattr(layer, "lora_enabled", False))
 
 
 class Dense(keras.layers.Dense):

@@ -52,7 +52,7 @@ class ContentPosteriorHead(keras.layers.Layer):
         self.width = self.dim - 1 if kind == "stick_breaking" else self.dim
         self.num_params = 1 if kind == "dirichlet" else 2
         self.dense = bias_add.Dense(self.num_params * self.width, dtype=self.dtype_policy,
-                                        name="params")
+                                    name="params")
 
     def build(self, input_shape):
         self.dense.build(input_shape)

@@ -52,8 +52,9 @@ class GaussianHead(keras.layers.Layer):
             raise ValueError(f"`min_scale` must be > 0, got {min_scale}")
         self.dim = int(dim)
         self.min_scale = float(min_scale)
-        self.loc_layer = bias_add.Dense(self.dim, name="loc")
-        self.scale_layer = bias_add.Dense(self.dim, name="scale")
+        # Weight holders: `_call_rows` runs both as one matmul and one `bias_add`.
+        self.loc_layer = keras.layers.Dense(self.dim, name="loc")
+        self.scale_layer = keras.layers.Dense(self.dim, name="scale")
 
     def build(self, input_shape):
         self.loc_layer.build(input_shape)

@@ -107,7 +107,7 @@ class ConvFrameEncoder(keras.layers.Layer):
             activation="leaky_relu" if i < self.conv_layers - 1 else None, name=f"conv{i}",
             dtype=self.dtype_policy) for i in range(self.conv_layers)]
         self.dense = bias_add.Dense(self.output_dim, activation="relu", name="dense",
-                                        dtype=self.dtype_policy)
+                                    dtype=self.dtype_policy)
 
     def _map_shape(self):
         """[H/2^L, W/2^L, channels * 2^(L-1)]: the last conv's output per frame."""
@@ -174,7 +174,7 @@ class ConvFrameDecoder(keras.layers.Layer):
         s = 2 ** self.conv_layers
         self._map_shape = (h // s, w // s, self.channels * 2 ** (self.conv_layers - 1))
         self.dense = bias_add.Dense(math.prod(self._map_shape), activation="relu",
-                                        name="dense", dtype=self.dtype_policy)
+                                    name="dense", dtype=self.dtype_policy)
         widths = [self.channels * 2 ** (self.conv_layers - 2 - i)
                   for i in range(self.conv_layers - 1)] + [self.params_per_pixel * c]
         self.deconvs = [bias_add.Conv2DTranspose(
