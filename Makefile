@@ -70,7 +70,7 @@ sprites: $(VENV)/.installed
 	  --manual_dir=$(abspath $(SPRITES)) --runs_root=runs/sprites_table --seeds=$(SEEDS) \
 	  --eval_split=test --iwae_k=100 --iwae_sequences=200 --eval_sequences=1000 \
 	  --probe_sequences=2000 --pareto_png= \
-	  --out_md=docs/sprites_table.md --out_json=docs/sprites_table.json
+	  --out_md=docs/sprites_table.md --out_json=docs/sprites_table.json $(SPRITES_ARGS)
 
 # The speed benchmark (docs/performance.md): every model, both configurations, XLA off/on.
 bench: $(VENV)/.installed

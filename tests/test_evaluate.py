@@ -1,6 +1,7 @@
 """The evaluate binary end to end on tiny digits runs, its errors, and the results script."""
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -167,6 +168,23 @@ def test_results_script_on_tiny_settings_is_resumable(tmp_path, judge_dir):
     assert results.main(seed0) == 0
     again = {p.parent.name: p.stat().st_mtime > stamps[p] for p in stamps}
     assert again == {"factorized-s0": True, "factorized-s1": False}, again
+    # A table filled elsewhere: seed 1's directory is gone, the table records it.
+    assert results.main(args) == 0  # the table as the 2 runs' default options measure them
+    recorded = json.loads(out_json.read_text())["configs"]["factorized"]["seeds"]["1"]
+    shutil.rmtree(tmp_path / "runs" / "factorized-s1")
+    assert results.main(args + ["--table_only", "--keep_recorded"]) == 0
+    kept = json.loads(out_json.read_text())
+    assert kept["missing_runs"] == []
+    assert kept["configs"]["factorized"]["seeds"]["1"]["summary"] == recorded["summary"]
+    assert kept["configs"]["factorized"]["seeds"]["1"]["kept_from_record"] is True
+    assert "Kept as an earlier invocation recorded them" in out_md.read_text()
+    assert "factorized-s1." in out_md.read_text()
+    # Other training settings are not the recorded run (seed 0's directory is still here).
+    other = args + ["--table_only", "--keep_recorded", "--override=--hidden_dim=8"]
+    assert results.main(other) == 0
+    assert json.loads(out_json.read_text())["missing_runs"] == ["factorized-s1"]
+    assert results.main(args + ["--table_only", "--keep_recorded"]) == 0  # that table lost it
+    assert json.loads(out_json.read_text())["missing_runs"] == ["factorized-s1"]
 
 
 def test_results_flag_parsing():
@@ -286,3 +304,26 @@ def test_the_binary_takes_every_split_and_refuses_others(tmp_path):
     define_flags(fv)
     with pytest.raises(flags.IllegalFlagValueError, match="validation"):
         fv(["evaluate", f"--run_dir={tmp_path}", "--split=dev"])
+
+
+def test_recorded_runs_are_kept_only_for_the_same_evaluation(tmp_path):
+    from dvrnn_tf.experiments.runs_cli import _recorded
+
+    options = {"iwae_k": 100, "split": "test", "seed": 0, "data_dir": "/here"}
+    table = {"eval_options": {**options, "data_dir": "/elsewhere"},
+             "configs": {"row": {"seeds": {"1": {"summary": {"nll_iwae": -3.0}}}}}}
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(table))
+    assert _recorded(path, options) == {("row", "1"): {"summary": {"nll_iwae": -3.0}}}
+    assert _recorded(path, {**options, "iwae_k": 10}) == {}
+    assert _recorded(tmp_path / "absent.json", options) == {}
+
+
+def test_a_recorded_run_is_known_by_its_settings_and_length_not_its_paths():
+    from dvrnn_tf.experiments.runs_cli import config_sha
+
+    base = config_for("factorized", "digits", run_dir="/a", epochs=3)
+    assert config_sha(base) == config_sha(base.replace(run_dir="/b", data_dir="/c",
+                                                       validation_freq=7))
+    assert config_sha(base) != config_sha(base.replace(epochs=4))
+    assert config_sha(base) != config_sha(base.replace(seed=1))

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import pathlib
 import sys
 import time
 
-from dvrnn_tf.experiments.runs_table import (ROOT, Job, Variant, _log, betas, eval_dir,
-                                             eval_is_current, evaluate_job, read_variants,
-                                             train_job)
+from dvrnn_tf.experiments.runs_table import (EVAL_LOCATIONS, ROOT, Job, Variant, _log, betas,
+                                             eval_dir, eval_is_current, evaluate_job,
+                                             read_variants, train_job)
 from dvrnn_tf.experiments.tables import aggregate, pareto_plot, write_table
 
 
@@ -85,6 +86,11 @@ def _parser(description) -> argparse.ArgumentParser:
     p.add_argument("--table_only", action="store_true",
                    help="Train and evaluate nothing: tabulate the runs already trained and "
                         "evaluated with these options (the others are listed as missing).")
+    p.add_argument("--keep_recorded", action="store_true",
+                   help="A run whose directory is not here but which --out_json already "
+                        "records, with these evaluation options and the same training "
+                        "settings, is kept as recorded instead of trained again (a table "
+                        "filled over several sessions or machines).")
     return p
 
 
@@ -148,7 +154,13 @@ def _collect(results, jobs, by_name, eval_options, args) -> None:
     from dvrnn_tf.metrics.evaluation import summarize
 
     missing = []
+    recorded = _recorded(args.out_json, eval_options) if args.keep_recorded else {}
     for job in jobs:
+        kept = recorded.get((job.config_name, str(job.seed)))
+        if (kept is not None and not (job.run_dir / "metrics.json").is_file()
+                and kept.get("config_sha") == config_sha(job.train_config())):
+            _file(results, by_name[job.config_name], job, dict(kept, kept_from_record=True))
+            continue
         if args.table_only:
             if not ((job.run_dir / "metrics.json").is_file()
                     and eval_is_current(job, eval_options)):
@@ -165,19 +177,48 @@ def _collect(results, jobs, by_name, eval_options, args) -> None:
             timing = json.loads((job.run_dir / "results_timing.json").read_text())
         except (OSError, ValueError):
             timing = {}
-        variant = by_name[job.config_name]
-        entry = results["configs"].setdefault(job.config_name, {
-            "label": variant.label, "betas": betas(job.train_config()),
-            "flagfile": os.path.relpath(job.flagfile, ROOT) if job.flagfile.is_relative_to(ROOT)
-            else str(job.flagfile), "overrides": variant.overrides, "seeds": {}})
-        entry["seeds"][str(job.seed)] = {
+        _file(results, by_name[job.config_name], job, {
             "run_dir": str(job.run_dir), "summary": summary, "timing": timing,
-            "eval_json": str(eval_dir(job, eval_options) / "eval.json")}
+            "eval_json": str(eval_dir(job, eval_options) / "eval.json"),
+            "config_sha": config_sha(job.train_config())})
     results["missing_runs"] = missing
     if missing:
         _log(f"not in the table (not trained or not evaluated yet): {', '.join(missing)}")
     for entry in results["configs"].values():
         entry["aggregate"] = aggregate({s: v["summary"] for s, v in entry["seeds"].items()})
+
+
+def _file(results, variant, job, run: dict) -> None:
+    """Files one run's record under its variant's row of results["configs"]."""
+    entry = results["configs"].setdefault(job.config_name, {
+        "label": variant.label, "betas": betas(job.train_config()),
+        "flagfile": os.path.relpath(job.flagfile, ROOT) if job.flagfile.is_relative_to(ROOT)
+        else str(job.flagfile), "overrides": variant.overrides, "seeds": {}})
+    entry["seeds"][str(job.seed)] = run
+
+
+def config_sha(config) -> str:
+    """A fingerprint of what defines a finished run (TrainConfig.identity, which leaves out
+    where it reads or writes and how often it reports, and its length), so that a recorded
+    run is only reused for the same settings."""
+    text = json.dumps({**config.identity(), "epochs": config.epochs}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _recorded(out_json, eval_options) -> dict:
+    """{(variant, seed): run record} from an earlier table at out_json, if it was evaluated
+    with the same options (where the data and judge were read from aside); else {}."""
+    try:
+        earlier = json.loads(pathlib.Path(out_json).read_text())
+    except (OSError, ValueError):
+        return {}
+    done = earlier.get("eval_options", {})
+    if any(done.get(k) != v for k, v in eval_options.items() if k not in EVAL_LOCATIONS):
+        _log(f"{out_json} was evaluated with other options: none of its runs is kept")
+        return {}
+    return {(name, seed): run for name, entry in earlier.get("configs", {}).items()
+            for seed, run in entry.get("seeds", {}).items()}
 
 
 def _write(results, args) -> None:

@@ -145,10 +145,10 @@ def eval_is_current(job: Job, eval_options: dict) -> bool:
         return False
     done = data.get("options", {})
     # Where the data and the judge are read from does not change what is measured.
-    return all(done.get(k) == v for k, v in eval_options.items() if k not in _LOCATIONS)
+    return all(done.get(k) == v for k, v in eval_options.items() if k not in EVAL_LOCATIONS)
 
 
-_LOCATIONS = ("data_dir", "manual_dir", "judge_dir", "output_dir")
+EVAL_LOCATIONS = ("data_dir", "manual_dir", "judge_dir", "output_dir")
 
 
 def evaluate_job(job: Job, eval_options: dict, in_process: bool) -> dict:

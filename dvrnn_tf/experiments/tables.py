@@ -101,6 +101,11 @@ def _protocol_columns(keys) -> list:
     return cols
 
 
+def _kept_runs(results: dict) -> list:
+    return [f"{name}-s{seed}" for name, r in results["configs"].items()
+            for seed, run in r["seeds"].items() if run.get("kept_from_record")]
+
+
 def write_table(results: dict, out_md: pathlib.Path):
     keys = list(dict.fromkeys(k for r in results["configs"].values() for k in r["aggregate"]))
     cols = []
@@ -140,6 +145,9 @@ def write_table(results: dict, out_md: pathlib.Path):
         "",
         *([f"Not measured yet (rerun the command to train and evaluate them): "
            f"{', '.join(results['missing_runs'])}.", ""] if results.get("missing_runs") else []),
+        *([f"Kept as an earlier invocation recorded them (`--keep_recorded`: same settings and "
+           f"evaluation options, run directories not in this checkout): {', '.join(kept)}.", ""]
+          if (kept := _kept_runs(results)) else []),
         *([f"![Pareto plot]({os.path.relpath(results['pareto_png'], out_md.parent)})", ""]
           if results.get("pareto_png") else []),
         "Columns (held-out split: "
