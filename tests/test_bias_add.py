@@ -24,6 +24,21 @@ def test_bias_add_sums_the_gradient_of_many_rows_in_float32(dtype):
     np.testing.assert_array_equal(tape.gradient(loss, bias).numpy(), [1536.0] * 4)
 
 
+def test_a_bfloat16_bias_gradient_at_the_sprites_decoders_size():
+    """64 sequences x 8 frames x 64 x 64 rows of gradient: the sum is right to within one
+    bfloat16 step (2**-7), as far from TensorFlow's bfloat16 BiasAddGrad, which stops growing
+    at 512 terms, as from a float32 sum."""
+    rows = 512 * 64 * 64
+    x = tf.zeros((rows, 3), tf.bfloat16)
+    bias = tf.Variable(tf.zeros(3))
+    upstream = tf.constant([1.5, 1.5 + 2.0 ** -7, 3.0], tf.bfloat16)
+    with tf.GradientTape() as tape:
+        y = bias_add.bias_add(x, tf.cast(bias, tf.bfloat16))
+        loss = tf.reduce_sum(tf.cast(y * upstream, tf.float32))
+    expected = rows * np.array([1.5, 1.5 + 2.0 ** -7, 3.0])
+    np.testing.assert_allclose(tape.gradient(loss, bias).numpy(), expected, rtol=2.0 ** -7)
+
+
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_low_precision_dense_bias_gradient_is_the_float32_one(policy):
     x = np.random.default_rng(0).normal(size=(1024, 16)).astype("float32")
