@@ -137,3 +137,39 @@ def test_a_bfloat16_conv_model_has_the_float32_model_gradients():
         a, b = g32.numpy().ravel(), g16.numpy().ravel()
         assert np.linalg.norm(b) == pytest.approx(np.linalg.norm(a), rel=0.1), path
         assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.97, path
+
+
+@pytest.mark.parametrize("kind", ["conv", "deconv"])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_a_bfloat16_activation_after_the_bias_has_the_float32_gradients(kind, activation):
+    """Both of the encoder's and decoder's activations after the rewritten bias add: kernel,
+    bias and input gradients as float32's, the forward pass as Keras's own layer's."""
+    x, upstream = _inputs(kind, n=8)
+    layers = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        layer = LAYERS[kind][0](3, 4, strides=2, padding="same", activation=activation,
+                                dtype=policy, bias_initializer="random_normal")
+        layer.build((None, 32, 32, 8))
+        layers[policy] = layer
+    layers["mixed_bfloat16"].set_weights(layers["float32"].get_weights())
+    grads = {}
+    for policy, layer in layers.items():
+        inputs = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = layer(inputs)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+        grads[policy] = tape.gradient(loss, [layer.kernel, layer.bias, inputs])
+        if policy == "mixed_bfloat16":
+            keras_own = LAYERS[kind][1].from_config(layer.get_config())
+            keras_own.build((None, 32, 32, 8))
+            keras_own.set_weights(layer.get_weights())
+            np.testing.assert_array_equal(y.numpy().astype("float32"),
+                                          keras_own(x).numpy().astype("float32"))
+    below = y.numpy() < 0 if activation == "leaky_relu" else y.numpy() == 0
+    assert 0.2 < np.mean(below) < 0.8  # both of the activation's slopes carry gradient
+    for name, g32, g16 in zip(("kernel", "bias", "input"), grads["float32"],
+                              grads["mixed_bfloat16"]):
+        a, b = g32.numpy().ravel(), g16.numpy().astype("float32").ravel()
+        assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.999, name
+        assert np.linalg.norm(b) == pytest.approx(np.linalg.norm(a), rel=0.02), name
