@@ -2,6 +2,7 @@
 Disentangled VRNN and the content/style VAE, attention over content slots, the IWAE proposal
 with the new posteriors, the concepts metric in evaluate, and every new setting's `.keras`
 and SavedModel round trips."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -50,6 +51,7 @@ def data(b=5, seed=0):
 
 @pytest.mark.parametrize("variant", ["full", "factorized"])
 def test_attention_weights_are_distributions_whose_gradients_reach_the_content_encoder(variant):
+    keras.utils.set_random_seed(0)  # the initial weights: how far the states move the weights
     model = dvrnn(variant, "dirichlet", "slots")
     x = data()
     # At initialization the scores are near 0 (weights near uniform); sharpen the query's
@@ -61,7 +63,8 @@ def test_attention_weights_are_distributions_whose_gradients_reach_the_content_e
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
     # h_0 = 0 queries nothing (uniform at t = 1); later states move the weights.
     np.testing.assert_allclose(weights[:, 0], 1.0 / T, atol=1e-6)
-    assert weights[:, 1:].std() > 1e-3
+    # Over 200 initializations the largest move was 0.002-0.08 (float32 noise: ~1e-7).
+    assert np.abs(weights[:, 1:] - 1.0 / T).max() > 1e-3
     encoder = model.content_rnn.trainable_weights
     with tf.GradientTape(persistent=True) as tape:
         nll = model.compute_terms(x)["nll"]  # f reaches the decoder only through attention

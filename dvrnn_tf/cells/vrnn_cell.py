@@ -119,64 +119,76 @@ class VRNNCell(keras.layers.Layer):
         if not self.can_run_sequence(steps):
             raise ValueError(f"run_sequence needs a static T <= {MAX_UNROLL} and a GRU with "
                              f"reset_after, biases and no dropout; got T={steps}")
-        if cond is not None and not self.cond_dim:
-            cond = None
-        cond_of_state = cond if callable(cond) else None
-        if cond_of_state is not None:
-            cond = None
-        if cond is not None:
-            cond = tf.convert_to_tensor(cond, self.compute_dtype)
+        cond, cond_of_state = self._split_cond(cond)
         if not self.built:
             self.build((None, self.input_dim))
-        dt = self.compute_dtype
-        f, r, hd, c = self.feature_dim, self.rnn_dim, self.hidden_dim, self.cond_dim
+        dt, r, hd = self.compute_dtype, self.rnn_dim, self.hidden_dim
         post0, post1 = self.posterior_net.dense
-        w_post_x, w_post_h = tf.split(_read(post0.kernel, dt), [f, r], axis=0)
-        w_gru_x, w_gru_z, w_gru_c = tf.split(_read(self.gru.kernel, dt), [f, f, c], axis=0)
-        b_in, b_rec = tf.unstack(_read(self.gru.bias, dt))
+        w = self._sequence_weights(dt)
         # Time-major [T, B, .] inside, so that per-step slices (unstack) and the stacking of
         # the outputs (and their gradients) copy contiguous blocks.
         if not time_major:
             phi_x, eps = _time_major(phi_x), _time_major(eps)
         # Outside the loop: phi_x @ [posterior | GRU input] for all T*B rows at once.
-        proj = dense_rows(phi_x, tf.concat([w_post_x, w_gru_x], axis=1),
-                           tf.concat([_read(post0.bias, dt), b_in], axis=0))
+        proj = dense_rows(phi_x, w["x"], tf.concat([_read(post0.bias, dt), w["b_in"]], axis=0))
         post_proj, gru_proj = tf.split(proj, [hd, 3 * r], axis=-1)
         if cond is not None:
             if cond.shape.rank == 2:  # one per sequence: B rows, broadcast over T
-                gru_proj += tf.matmul(cond, w_gru_c)[None]
+                gru_proj += tf.matmul(cond, w["gru_c"])[None]
             else:
-                gru_proj += dense_rows(cond if time_major else _time_major(cond), w_gru_c)
+                gru_proj += dense_rows(cond if time_major else _time_major(cond), w["gru_c"])
         post_t, gru_t, eps_t = (tf.unstack(v, num=steps) for v in (post_proj, gru_proj, eps))
-        w_h = tf.concat([w_post_h, _read(self.gru.recurrent_kernel, dt)], axis=1)
-        w_head = tf.concat([_read(self.posterior.loc_layer.kernel, dt),
-                            _read(self.posterior.scale_layer.kernel, dt)], axis=1)
-        b_head = tf.concat([_read(self.posterior.loc_layer.bias, dt),
-                            _read(self.posterior.scale_layer.bias, dt)], axis=0)
-        min_scale = tf.cast(self.posterior.min_scale, dt)
         h = tf.zeros([tf.shape(post_t[0])[0], r], dt)
         out = {k: [] for k in ("h_prev", "z", "loc", "scale", "phi_z")}
         for t in range(steps):
             if t == 0:  # h_0 = 0: its products with the weights are 0
-                post_pre, inner = post_t[0], b_rec
+                post_pre, inner = post_t[0], w["b_rec"]
             else:
-                post_h, inner_h = tf.split(tf.matmul(h, w_h), [hd, 3 * r], axis=1)
-                post_pre, inner = post_t[t] + post_h, inner_h + b_rec
+                post_h, inner_h = tf.split(tf.matmul(h, w["h"]), [hd, 3 * r], axis=1)
+                post_pre, inner = post_t[t] + post_h, inner_h + w["b_rec"]
             hidden = post1(post0.activation(post_pre))
-            loc, raw = tf.split(tf.nn.bias_add(tf.matmul(hidden, w_head), b_head), 2, axis=1)
-            scale = tf.nn.softplus(raw) + min_scale
+            loc, raw = tf.split(tf.nn.bias_add(tf.matmul(hidden, w["head"]), w["b_head"]), 2,
+                                axis=1)
+            scale = tf.nn.softplus(raw) + w["min_scale"]
             z = loc + scale * eps_t[t]
             phi_z = self.phi_z(z)
             for k, v in (("h_prev", h), ("z", z), ("loc", loc), ("scale", scale),
                          ("phi_z", phi_z)):
                 out[k].append(v)
             if t + 1 < steps:  # h_T feeds nothing that is returned
-                x_proj = gru_t[t] + tf.matmul(phi_z, w_gru_z)
+                x_proj = gru_t[t] + tf.matmul(phi_z, w["gru_z"])
                 if cond_of_state is not None:  # cond_t from h_{t-1}, the state h still is
-                    x_proj += tf.matmul(tf.cast(cond_of_state(h), dt), w_gru_c)
+                    x_proj += tf.matmul(tf.cast(cond_of_state(h), dt), w["gru_c"])
                 h = gru_gates(self.gru, x_proj, inner, h)
         out = {k: tf.stack(v) for k, v in out.items()}
         return out if time_major else {k: _time_major(v) for k, v in out.items()}
+
+    def _split_cond(self, cond):
+        """run_sequence's cond -> (a tensor or None, a function of h_{t-1} or None)."""
+        if cond is None or not self.cond_dim:
+            return None, None
+        if callable(cond):
+            return None, cond
+        return tf.convert_to_tensor(cond, self.compute_dtype), None
+
+    def _sequence_weights(self, dt) -> dict:
+        """The weights run_sequence multiplies by, split and joined as it uses them: "x"
+        [feature_dim, hidden_dim + 3 rnn_dim] (phi_x into the posterior and the GRU), "h"
+        [rnn_dim, hidden_dim + 3 rnn_dim] (h_{t-1} into both), "head" [hidden_dim, 2 z_dim]
+        (loc and scale), and the GRU's parts for z and cond, in dtype `dt`."""
+        f, r, c = self.feature_dim, self.rnn_dim, self.cond_dim
+        post0 = self.posterior_net.dense[0]
+        w_post_x, w_post_h = tf.split(_read(post0.kernel, dt), [f, r], axis=0)
+        w_gru_x, w_gru_z, w_gru_c = tf.split(_read(self.gru.kernel, dt), [f, f, c], axis=0)
+        b_in, b_rec = tf.unstack(_read(self.gru.bias, dt))
+        loc, scale = self.posterior.loc_layer, self.posterior.scale_layer
+        return {
+            "x": tf.concat([w_post_x, w_gru_x], axis=1), "b_in": b_in, "b_rec": b_rec,
+            "h": tf.concat([w_post_h, _read(self.gru.recurrent_kernel, dt)], axis=1),
+            "gru_z": w_gru_z, "gru_c": w_gru_c,
+            "head": tf.concat([_read(loc.kernel, dt), _read(scale.kernel, dt)], axis=1),
+            "b_head": tf.concat([_read(loc.bias, dt), _read(scale.bias, dt)], axis=0),
+            "min_scale": tf.cast(self.posterior.min_scale, dt)}
 
     def split_output(self, outputs):
         """[..., output_size] -> dict(h_prev, z, loc, scale, phi_z)."""

@@ -157,6 +157,40 @@ def _mean_and_sem(values):
     return float(values.mean()), sem
 
 
+def _per_sequence_terms(model, batches, num_samples, chunk_size, seed, max_sequences):
+    """({name: [per-batch arrays]}, sequences read, T): each sequence's -ELBO, NLL, KLs
+    (totals over its frames, and per dimension), its posterior means and, when num_samples,
+    its IWAE bound's negation."""
+    v = {k: [] for k in ("neg_elbo", "iwae", "nll", "kl_z", "kl_f", "kl_z_dims", "kl_f_dims",
+                         "z_loc", "f_loc")}
+    count, t = 0, None
+    for i, batch in enumerate(batches):
+        x = np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch, np.float32)
+        if max_sequences is not None:
+            x = x[:max(0, max_sequences - count)]
+        if len(x) == 0:
+            break
+        t = x.shape[1]
+        terms = sample_terms(model, x, seed=seed, batch_index=i)
+        v["nll"].append(-terms["log_px"].sum(-1))
+        v["kl_z"].append(terms["kl_z"].sum(-1))
+        v["kl_f"].append(terms["kl_f"])
+        v["neg_elbo"].append(v["nll"][-1] + v["kl_z"][-1] + v["kl_f"][-1])
+        v["kl_z_dims"].append(terms["kl_z_dims"])
+        v["kl_f_dims"].append(terms["kl_f_dims"])
+        mean_terms = sample_terms(model, x, seed=seed, batch_index=i, mean_path=True)
+        v["z_loc"].append(mean_terms["z_loc"])
+        v["f_loc"].append(mean_terms["f_loc"])
+        if num_samples:
+            v["iwae"].append(-iwae_log_likelihood(model, x, num_samples, chunk_size, seed, i))
+        count += len(x)
+        if max_sequences is not None and count >= max_sequences:
+            break
+    if count == 0:
+        raise ValueError("likelihood_report got no sequence to measure")
+    return v, count, t
+
+
 def likelihood_report(model, batches, *, num_samples: int = 1000, chunk_size: int = 100,
                       seed: int = 0, max_sequences: int | None = None) -> dict:
     """-ELBO, the IWAE bound, KLs and active units over held-out batches.
@@ -168,55 +202,30 @@ def likelihood_report(model, batches, *, num_samples: int = 1000, chunk_size: in
     Returns per-image values in nats (each sequence's total divided by T) with their standard
     errors over sequences, bits per dimension, and the counts and K that produced them.
     """
-    neg_elbo, iwae, nll, kl_z, kl_f, kl_z_dims, kl_f_dims = [], [], [], [], [], [], []
-    z_loc, f_loc = [], []
-    count = 0
-    t = None
-    for i, batch in enumerate(batches):
-        x = np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch, np.float32)
-        if max_sequences is not None:
-            x = x[:max(0, max_sequences - count)]
-        if len(x) == 0:
-            break
-        t = x.shape[1]
-        terms = sample_terms(model, x, seed=seed, batch_index=i)
-        nll.append(-terms["log_px"].sum(-1))
-        kl_z.append(terms["kl_z"].sum(-1))
-        kl_f.append(terms["kl_f"])
-        neg_elbo.append(nll[-1] + kl_z[-1] + kl_f[-1])
-        kl_z_dims.append(terms["kl_z_dims"])
-        kl_f_dims.append(terms["kl_f_dims"])
-        mean_terms = sample_terms(model, x, seed=seed, batch_index=i, mean_path=True)
-        z_loc.append(mean_terms["z_loc"])
-        f_loc.append(mean_terms["f_loc"])
-        if num_samples:
-            iwae.append(-iwae_log_likelihood(model, x, num_samples, chunk_size, seed, i))
-        count += len(x)
-        if max_sequences is not None and count >= max_sequences:
-            break
-    if count == 0:
-        raise ValueError("likelihood_report got no sequence to measure")
+    v, count, t = _per_sequence_terms(model, batches, num_samples, chunk_size, seed,
+                                      max_sequences)
     cat = np.concatenate
     d = int(model.x_dim)
-    per_image = lambda v: _mean_and_sem(cat(v) / t)  # noqa: E731
+    per_image = lambda values: _mean_and_sem(cat(values) / t)  # noqa: E731
     report = {"num_sequences": int(count), "seq_len": int(t), "num_images": int(count * t),
               "seed": int(seed), "x_dim": d, "likelihood": model.likelihood.name}
-    elbo_mean, elbo_sem = per_image(neg_elbo)
+    elbo_mean, elbo_sem = per_image(v["neg_elbo"])
     report["neg_elbo"] = {"nats_per_image": elbo_mean, "sem": elbo_sem,
                           "bits_per_dim": elbo_mean / (d * math.log(2)),
                           "note": "one posterior sample per sequence, analytic KLs"}
-    for name, values in (("nll", nll), ("kl_z", kl_z), ("kl_f", kl_f)):
-        mean, sem = per_image(values)
+    for name in ("nll", "kl_z", "kl_f"):
+        mean, sem = per_image(v[name])
         report[name] = {"nats_per_image": mean, "sem": sem}
     report["kl_z"]["nats_per_sequence"] = report["kl_z"]["nats_per_image"] * t
     report["kl_f"]["nats_per_sequence"] = report["kl_f"]["nats_per_image"] * t
     if num_samples:
-        mean, sem = per_image(iwae)
+        mean, sem = per_image(v["iwae"])
         report["iwae"] = {"nats_per_image": mean, "sem": sem,
                           "bits_per_dim": mean / (d * math.log(2)), "k": int(num_samples),
                           "chunk_size": int(chunk_size),
                           "proposal": model.iwae_proposal}
-    report["active_units"] = active_units(cat(z_loc), cat(f_loc), cat(kl_z_dims), cat(kl_f_dims))
+    report["active_units"] = active_units(*(cat(v[k]) for k in (
+        "z_loc", "f_loc", "kl_z_dims", "kl_f_dims")))
     if not model.likelihood.binarize:
         report["warning"] = (f"likelihood {model.likelihood.name!r} on grey levels: these "
                              "'nats' are not a density of the data (DESIGN 1)")

@@ -16,24 +16,44 @@ def finite(value):
     return value
 
 
+def _likelihood_summary(lik) -> dict:
+    s = {"neg_elbo": lik["neg_elbo"]["nats_per_image"],
+         "neg_elbo_bpd": lik["neg_elbo"]["bits_per_dim"]}
+    if "iwae" in lik:
+        s["nll_iwae"] = lik["iwae"]["nats_per_image"]
+        s["nll_iwae_bpd"] = lik["iwae"]["bits_per_dim"]
+        s["iwae_k"] = lik["iwae"]["k"]
+    s["kl_z_per_sequence"] = lik["kl_z"]["nats_per_sequence"]
+    au = lik["active_units"]
+    if "f" in au:  # models with a content code
+        s["kl_f_per_sequence"] = lik["kl_f"]["nats_per_sequence"]
+    s["active_z"] = f"{au['z']['kl']}/{au['z']['dims']}"
+    if "f" in au:
+        s["active_f"] = f"{au['f']['kl']}/{au['f']['dims']}"
+    return s
+
+
+def _style_summary(sp) -> dict:
+    """DESIGN 4's style R² (mean over the four measures, and slant and thickness alone)."""
+    s = {"style_r2_by_style": sp["style_source"]["mean"],
+         "style_r2_by_style_chance": sp["style_source"]["chance"],
+         "style_r2_by_class": sp["content_class"]["mean"],
+         "style_r2_by_class_chance": sp["content_class"]["chance"]}
+    fidelity = sp.get("reconstruction_fidelity", {}).get("r2", {})
+    for measure in ("slant", "thickness"):
+        if fidelity.get(measure) is not None:
+            s[f"{measure}_r2_reconstruction"] = fidelity[measure]
+    for measure in ("slant", "thickness"):  # the two the disentanglement targets name
+        for by, key in (("style", "style_source"), ("class", "content_class")):
+            value = sp[key].get("per_measure", {}).get(measure)
+            if value is not None:
+                s[f"{measure}_r2_by_{by}"] = value
+    return s
+
+
 def summarize(result) -> dict:
     """The headline numbers of an evaluation, flat (the results table's columns)."""
-    s = {}
-    lik = result.get("likelihood")
-    if lik:
-        s["neg_elbo"] = lik["neg_elbo"]["nats_per_image"]
-        s["neg_elbo_bpd"] = lik["neg_elbo"]["bits_per_dim"]
-        if "iwae" in lik:
-            s["nll_iwae"] = lik["iwae"]["nats_per_image"]
-            s["nll_iwae_bpd"] = lik["iwae"]["bits_per_dim"]
-            s["iwae_k"] = lik["iwae"]["k"]
-        s["kl_z_per_sequence"] = lik["kl_z"]["nats_per_sequence"]
-        au = lik["active_units"]
-        if "f" in au:  # models with a content code
-            s["kl_f_per_sequence"] = lik["kl_f"]["nats_per_sequence"]
-        s["active_z"] = f"{au['z']['kl']}/{au['z']['dims']}"
-        if "f" in au:
-            s["active_f"] = f"{au['f']['kl']}/{au['f']['dims']}"
+    s = _likelihood_summary(result["likelihood"]) if result.get("likelihood") else {}
     if "judge" in result and "reconstruction_accuracy" in result["judge"]:
         s["judge_reconstruction_accuracy"] = result["judge"]["reconstruction_accuracy"]
     if "swap" in result:
@@ -55,20 +75,7 @@ def summarize(result) -> dict:
         if "f" in leak:
             s["probe_f"] = leak["f"]
     if "style_preservation" in result:
-        sp = result["style_preservation"]
-        s["style_r2_by_style"] = sp["style_source"]["mean"]
-        s["style_r2_by_style_chance"] = sp["style_source"]["chance"]
-        s["style_r2_by_class"] = sp["content_class"]["mean"]
-        s["style_r2_by_class_chance"] = sp["content_class"]["chance"]
-        fidelity = sp.get("reconstruction_fidelity", {}).get("r2", {})
-        for measure in ("slant", "thickness"):
-            if fidelity.get(measure) is not None:
-                s[f"{measure}_r2_reconstruction"] = fidelity[measure]
-        for measure in ("slant", "thickness"):  # the two the disentanglement targets name
-            for by, key in (("style", "style_source"), ("class", "content_class")):
-                value = sp[key].get("per_measure", {}).get(measure)
-                if value is not None:
-                    s[f"{measure}_r2_by_{by}"] = value
+        s.update(_style_summary(result["style_preservation"]))
     if "knn" in result:
         s["knn_accuracy"] = result["knn"]["accuracy"]
     if "concepts" in result:

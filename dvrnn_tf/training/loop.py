@@ -105,11 +105,7 @@ def train(config, callbacks=(), verbose="auto", started=None):
     with distribute.task_run_dir(config, strategy, run) as run, run.claim(config):
         with watch("setup"):
             steps = config.steps_per_epoch or train_sampler.steps_per_epoch(config.batch_size)
-            with strategy.scope():
-                model = build_model(config, spec)
-                model.compile(optimizer=FusedAdam(learning_rate(config, steps)),
-                              jit_compile=_jit(config),
-                              steps_per_execution=config.steps_per_execution)
+            model = _compiled_model(config, spec, strategy, steps)
             train_ds = train_sampler.dataset(config.batch_size, training=True, steps=steps)
             eval_ds = eval_sampler.dataset(config.batch_size, training=False)
             figure_x = tf.constant(eval_sampler.examples(FIGURE_BATCH)[0])
@@ -130,13 +126,8 @@ def train(config, callbacks=(), verbose="auto", started=None):
         write_json_atomic(run.metrics, payload)
         if config.figures:
             with watch("figures"):
-                payload["figures"] = _write_figures(model, figure_x, run)
-                analyses = get_family(config.model).analyses
-                extra = analyses and analyses(model, train_sampler, eval_sampler,
-                                              str(run.figures), config.seed)
-                if extra:
-                    payload["figures"].update(extra.pop("figures", {}))
-                    payload.update(extra)
+                payload.update(_figures(config, model, figure_x, run,
+                                        (train_sampler, eval_sampler)))
         if config.export:
             from dvrnn_tf.export import export_saved_model
             with watch("export"):
@@ -144,6 +135,27 @@ def train(config, callbacks=(), verbose="auto", started=None):
         payload["timing"] = timing_report(watch, timer)
         write_json_atomic(run.metrics, payload)
     return payload
+
+
+def _compiled_model(config, spec, strategy, steps_per_epoch):
+    """The family's model for `config`, built and compiled under `strategy`."""
+    with strategy.scope():
+        model = build_model(config, spec)
+        model.compile(optimizer=FusedAdam(learning_rate(config, steps_per_epoch)),
+                      jit_compile=_jit(config), steps_per_execution=config.steps_per_execution)
+    return model
+
+
+def _figures(config, model, figure_x, run, samplers) -> dict:
+    """{"figures": {name: path}} of the run's figures, and what the family's own analyses of
+    the trained model add (`ModelFamily.analyses`, given the train and held-out samplers)."""
+    out = {"figures": _write_figures(model, figure_x, run)}
+    analyses = get_family(config.model).analyses
+    extra = analyses and analyses(model, *samplers, str(run.figures), config.seed)
+    if extra:
+        out["figures"].update(extra.pop("figures", {}))
+        out.update(extra)
+    return out
 
 
 def _metrics_payload(config, model, held_out, eval_sampler, train_seconds):
