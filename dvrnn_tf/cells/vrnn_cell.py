@@ -130,7 +130,7 @@ class VRNNCell(keras.layers.Layer):
         if not time_major:
             phi_x, eps = _time_major(phi_x), _time_major(eps)
         # Outside the loop: phi_x @ [posterior | GRU input] for all T*B rows at once.
-        proj = dense_rows(phi_x, w["x"], tf.concat([_read(post0.bias, dt), w["b_in"]], axis=0))
+        proj = dense_rows(phi_x, w["x"], w["b_x"])
         post_proj, gru_proj = tf.split(proj, [hd, 3 * r], axis=-1)
         if cond is not None:
             if cond.shape.rank == 2:  # one per sequence: B rows, broadcast over T
@@ -173,7 +173,7 @@ class VRNNCell(keras.layers.Layer):
 
     def _sequence_weights(self, dt) -> dict:
         """The weights run_sequence multiplies by, split and joined as it uses them: "x"
-        [feature_dim, hidden_dim + 3 rnn_dim] (phi_x into the posterior and the GRU), "h"
+        [feature_dim, hidden_dim + 3 rnn_dim] and "b_x" (phi_x into the posterior and the GRU), "h"
         [rnn_dim, hidden_dim + 3 rnn_dim] (h_{t-1} into both), "head" [hidden_dim, 2 z_dim]
         (loc and scale), and the GRU's parts for z and cond, in dtype `dt`."""
         f, r, c = self.feature_dim, self.rnn_dim, self.cond_dim
@@ -183,7 +183,8 @@ class VRNNCell(keras.layers.Layer):
         b_in, b_rec = tf.unstack(_read(self.gru.bias, dt))
         loc, scale = self.posterior.loc_layer, self.posterior.scale_layer
         return {
-            "x": tf.concat([w_post_x, w_gru_x], axis=1), "b_in": b_in, "b_rec": b_rec,
+            "x": tf.concat([w_post_x, w_gru_x], axis=1),
+            "b_x": tf.concat([_read(post0.bias, dt), b_in], axis=0), "b_rec": b_rec,
             "h": tf.concat([w_post_h, _read(self.gru.recurrent_kernel, dt)], axis=1),
             "gru_z": w_gru_z, "gru_c": w_gru_c,
             "head": tf.concat([_read(loc.kernel, dt), _read(scale.kernel, dt)], axis=1),

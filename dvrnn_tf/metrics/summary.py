@@ -25,10 +25,9 @@ def _likelihood_summary(lik) -> dict:
         s["iwae_k"] = lik["iwae"]["k"]
     s["kl_z_per_sequence"] = lik["kl_z"]["nats_per_sequence"]
     au = lik["active_units"]
+    s["active_z"] = f"{au['z']['kl']}/{au['z']['dims']}"
     if "f" in au:  # models with a content code
         s["kl_f_per_sequence"] = lik["kl_f"]["nats_per_sequence"]
-    s["active_z"] = f"{au['z']['kl']}/{au['z']['dims']}"
-    if "f" in au:
         s["active_f"] = f"{au['f']['kl']}/{au['f']['dims']}"
     return s
 
