@@ -29,14 +29,17 @@ def frames(n=4, spec=SPEC, seed=0):
                                                ).astype("float32")
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_conv_models_pass_the_harness(name, tmp_path):
+@pytest.mark.parametrize("name, changes", [*((n, {}) for n in MODELS),
+                                           ("content_style", {"decoder_refine_layers": 1})])
+def test_conv_models_pass_the_harness(name, changes, tmp_path):
     # The traced fit step of one model; the others' steps eagerly (same code, less tracing).
-    run_model_harness(lambda: make(name), frames(), tmp_path, run_eagerly=name != "full")
+    run_model_harness(lambda: make(name, **changes), frames(), tmp_path,
+                      run_eagerly=name != "full")
 
 
 @pytest.mark.parametrize("name, changes", [*((n, {}) for n in MODELS),
-                                           ("content_style", {"swap_consistency": 1.0})])
+                                           ("content_style", {"swap_consistency": 1.0}),
+                                           ("full", {"decoder_refine_layers": 2})])
 def test_step_costs_count_every_conv_and_matmul_of_the_graph(name, changes):
     model = make(name, **changes)
     declared = flops.step_matmuls(model, 2)

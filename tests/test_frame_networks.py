@@ -26,10 +26,10 @@ def _random(shape, seed):
     return tf.random.stateless_uniform(shape, seed=[seed, 3])
 
 
-def _pair(network, image_shape, channels, layers, params_per_pixel=2):
+def _pair(network, image_shape, channels, layers, params_per_pixel=2, refine_layers=0):
     """A built (encoder, decoder) pair, the decoder reading the encoder's features."""
     enc = frame_encoder(network, image_shape, HIDDEN, channels, layers)
-    dec = frame_decoder(network, image_shape, params_per_pixel, channels, layers)
+    dec = frame_decoder(network, image_shape, params_per_pixel, channels, layers, refine_layers)
     enc.build((None, math.prod(image_shape)))
     dec.build((None, HIDDEN))
     return enc, dec
@@ -102,6 +102,33 @@ def test_decoder_layout_is_parameter_major_in_image_order():
     _close(tf.reshape(mean, [3, h, w, c]), tf.sigmoid(y[..., :c]))
 
 
+def test_refine_layers_deepen_the_decoder_at_its_resolutions():
+    """refine_layers=k: k 3x3 stride-1 ReLU convolutions after each transposed convolution
+    (the last of which now keeps `channels`), the very last one giving the parameters."""
+    (h, w, c), channels = (8, 8, 3), 4
+    dec = ConvFrameDecoder((h, w, c), channels, conv_layers=2, params_per_pixel=2,
+                           refine_layers=2)
+    dec.build((None, 5))
+    assert [d.filters for d in dec.deconvs] == [4, 4]
+    assert [(r.name, r.filters, r.kernel.shape[0]) for r in dec.refines] == [
+        ("refine0_0", 4, 3), ("refine0_1", 4, 3), ("refine1_0", 4, 3), ("refine1_1", 6, 3)]
+    codes = _random([3, 5], 11)
+    y = tf.reshape(tf.nn.relu(codes @ dec.dense.kernel + dec.dense.bias), [3, 2, 2, 8])
+    for i, deconv in enumerate(dec.deconvs):
+        y = tf.nn.relu(tf.nn.conv2d_transpose(
+            y, deconv.kernel, [3, 2 * y.shape[1], 2 * y.shape[2], 4], 2, "SAME") + deconv.bias)
+        for j, refine in enumerate(dec.refines[2 * i:2 * i + 2]):
+            y = tf.nn.conv2d(y, refine.kernel, 1, "SAME") + refine.bias
+            y = y if (i, j) == (1, 1) else tf.nn.relu(y)
+    # Parameter-major, as without refinement: [mean frame, scale frame].
+    expected = tf.reshape(tf.transpose(tf.reshape(y, [3, h, w, 2, c]), [0, 3, 1, 2, 4]), [3, -1])
+    _close(dec(codes), expected)
+    assert ConvFrameDecoder((h, w, c), channels, 2).get_config()["refine_layers"] == 0
+    with pytest.raises(ValueError, match="`refine_layers` must be a non-negative integer, "
+                                         "got -1"):
+        ConvFrameDecoder((h, w, c), channels, 2, refine_layers=-1)
+
+
 def test_mlp_variants_equal_todays_layers():
     image_shape, d = (4, 4, 2), 32
     x, codes = _random([2, 3, d], 4), _random([2, 3, HIDDEN], 5)
@@ -126,6 +153,8 @@ def _all_layers(image_shape=(16, 16, 3), channels=4, layers=2):
     return [(ConvFrameEncoder(image_shape, channels, layers, output_dim=HIDDEN, name="enc"), d),
             (ConvFrameDecoder(image_shape, channels, layers, params_per_pixel=2, name="dec"),
              HIDDEN),
+            (ConvFrameDecoder(image_shape, channels, layers, params_per_pixel=2,
+                              refine_layers=2, name="refined_dec"), HIDDEN),
             (MLPFrameEncoder(image_shape, [HIDDEN, 5], name="mlp_enc"), d),
             (DenseFrameDecoder(image_shape, 2, name="dense_dec"), HIDDEN)]
 
@@ -225,10 +254,10 @@ def test_mixed_precision_and_xla(policy):
     _close(compiled_f32(x), reference["enc"][0](x), atol=1e-5)
 
 
-@pytest.mark.parametrize("network", NETWORKS)
-def test_step_costs_equal_the_traced_graph(network):
+@pytest.mark.parametrize("network,refine", [("mlp", 0), ("conv", 0), ("conv", 2)])
+def test_step_costs_equal_the_traced_graph(network, refine):
     (image_shape, channels, layers), rows = CASES[0], 5
-    enc, dec = _pair(network, image_shape, channels, layers)
+    enc, dec = _pair(network, image_shape, channels, layers, refine_layers=refine)
     weights = enc.trainable_variables + dec.trainable_variables
 
     @tf.function(autograph=False)

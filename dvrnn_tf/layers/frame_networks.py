@@ -24,11 +24,18 @@ from dvrnn_tf.layers.mlp import MLP, on_rows
 
 NETWORKS = ("mlp", "conv")
 KERNEL, STRIDE = 4, 2  # DCGAN: 4x4 kernels, stride 2 halves (doubles) H and W per layer
+REFINE_KERNEL = 3  # the decoder's optional stride-1 layers (ConvFrameDecoder.refine_layers)
 
 
 def _positive_int(name, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _non_negative_int(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}")
     return int(value)
 
 
@@ -161,14 +168,21 @@ class ConvFrameDecoder(keras.layers.Layer):
     likelihood reads logits / raw parameters). ReLU as in DCGAN's generator (and the MLP
     decoders). Output channel p * C + c holds parameter p of image channel c; the flat
     output is [parameter 0's frame, parameter 1's frame, ...], each frame reshape([H, W, C]).
+
+    `refine_layers` k > 0 deepens it without changing its resolutions: each transposed
+    convolution is followed by k 3x3 stride-1 convolutions of its width with ReLU; the last
+    transposed convolution then keeps `channels` and the very last 3x3 convolution gives the
+    parameters (no activation). Layers in order, `deconv<i>` then `refine<i>_<j>`.
     """
 
-    def __init__(self, image_shape, channels=32, conv_layers=4, params_per_pixel=1, **kwargs):
+    def __init__(self, image_shape, channels=32, conv_layers=4, params_per_pixel=1,
+                 refine_layers=0, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = _image_shape(image_shape)
         self.channels = _positive_int("channels", channels)
         self.conv_layers = _positive_int("conv_layers", conv_layers)
         self.params_per_pixel = _positive_int("params_per_pixel", params_per_pixel)
+        self.refine_layers = _non_negative_int("refine_layers", refine_layers)
         check_conv_shape(self.image_shape, self.conv_layers)
         h, w, c = self.image_shape
         s = 2 ** self.conv_layers
@@ -176,24 +190,40 @@ class ConvFrameDecoder(keras.layers.Layer):
         self.dense = bias_add.Dense(math.prod(self._map_shape), activation="relu",
                                     name="dense", dtype=self.dtype_policy)
         widths = [self.channels * 2 ** (self.conv_layers - 2 - i)
-                  for i in range(self.conv_layers - 1)] + [self.params_per_pixel * c]
+                  for i in range(self.conv_layers - 1)]
+        widths.append(self.channels if self.refine_layers else self.params_per_pixel * c)
         self.deconvs = [bias_add.Conv2DTranspose(
             width, KERNEL, strides=STRIDE, padding="same",
-            activation="relu" if i < self.conv_layers - 1 else None, name=f"deconv{i}",
-            dtype=self.dtype_policy) for i, width in enumerate(widths)]
+            activation="relu" if i < self.conv_layers - 1 or self.refine_layers else None,
+            name=f"deconv{i}", dtype=self.dtype_policy) for i, width in enumerate(widths)]
+        # A flat list (the .keras file's layout keeps `deconvs` as it was without them).
+        self.refines = [bias_add.Conv2D(
+            self.params_per_pixel * c if (i, j) == self._last_refine() else width,
+            REFINE_KERNEL, padding="same", name=f"refine{i}_{j}", dtype=self.dtype_policy,
+            activation=None if (i, j) == self._last_refine() else "relu")
+            for i, width in enumerate(widths) for j in range(self.refine_layers)]
+
+    def _last_refine(self):
+        return self.conv_layers - 1, self.refine_layers - 1
+
+    def _stack(self) -> list:
+        """Every layer after the dense map, in the order applied: (layer, stride) pairs."""
+        k = self.refine_layers
+        return [pair for i, deconv in enumerate(self.deconvs)
+                for pair in [(deconv, STRIDE)] + [(r, 1) for r in self.refines[i * k:(i + 1) * k]]]
 
     def build(self, input_shape):
         self.dense.build((None, tuple(input_shape)[-1]))
         h, w, c = self._map_shape
-        for deconv in self.deconvs:
-            deconv.build((None, h, w, c))
-            h, w, c = h * STRIDE, w * STRIDE, deconv.filters
+        for layer, stride in self._stack():
+            layer.build((None, h, w, c))
+            h, w, c = h * stride, w * stride, layer.filters
 
     def call(self, inputs):
         y = self.dense(tf.reshape(inputs, (-1, inputs.shape[-1])))
         y = tf.reshape(y, (-1,) + self._map_shape)
-        for deconv in self.deconvs:
-            y = deconv(y)
+        for layer, _ in self._stack():
+            y = layer(y)
         p, (h, w, c) = self.params_per_pixel, self.image_shape
         if p > 1:  # [N, H, W, P*C] -> [N, P, H, W, C]: parameter-major
             y = tf.transpose(tf.reshape(y, (-1, h, w, p, c)), (0, 3, 1, 2, 4))
@@ -209,16 +239,18 @@ class ConvFrameDecoder(keras.layers.Layer):
             raise ValueError(f"{self.name!r}: build() the layer before asking its step_costs")
         (h, w, c), d_in = self._map_shape, self.dense.kernel.shape[0]
         out = with_backward(f"{self.name}.dense", rows, d_in, h * w * c, input_grad=input_grad)
-        for deconv in self.deconvs:
-            out += conv_with_backward(f"{self.name}.{deconv.name}", rows, h, w, c,
-                                      deconv.filters, KERNEL, STRIDE, transpose=True)
-            h, w, c = h * STRIDE, w * STRIDE, deconv.filters
+        for layer, stride in self._stack():
+            transpose = stride == STRIDE
+            out += conv_with_backward(f"{self.name}.{layer.name}", rows, h, w, c, layer.filters,
+                                      KERNEL if transpose else REFINE_KERNEL, stride,
+                                      transpose=transpose)
+            h, w, c = h * stride, w * stride, layer.filters
         return out
 
     def get_config(self):
         return {**super().get_config(), "image_shape": list(self.image_shape),
                 "channels": self.channels, "conv_layers": self.conv_layers,
-                "params_per_pixel": self.params_per_pixel}
+                "params_per_pixel": self.params_per_pixel, "refine_layers": self.refine_layers}
 
 
 @keras.saving.register_keras_serializable(package="dvrnn_tf")
@@ -290,12 +322,13 @@ def frame_encoder(network, image_shape, hidden_dim, conv_channels=32, conv_layer
 
 
 def frame_decoder(network, image_shape, params_per_pixel, conv_channels=32, conv_layers=4,
-                  name="decoder_out") -> keras.layers.Layer:
+                  refine_layers=0, name="decoder_out") -> keras.layers.Layer:
     """Codes [..., d_in] -> the likelihood's parameters [..., params_per_pixel * D]; "mlp" is
-    today's Dense(params_per_pixel * D), "conv" a ConvFrameDecoder."""
+    today's Dense(params_per_pixel * D), "conv" a ConvFrameDecoder (`refine_layers` its
+    stride-1 layers; "mlp" has none and ignores it)."""
     if network == "mlp":
         return DenseFrameDecoder(image_shape, params_per_pixel, name=name)
     if network == "conv":
         return ConvFrameDecoder(image_shape, _positive_int("conv_channels", conv_channels),
-                                conv_layers, params_per_pixel, name=name)
+                                conv_layers, params_per_pixel, refine_layers, name=name)
     raise ValueError(f"`network` must be one of {', '.join(NETWORKS)}, got {network!r}")

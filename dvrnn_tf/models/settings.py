@@ -22,7 +22,11 @@ CONV_CHANNELS = Setting("conv_channels", 32, "--network=conv: channels of the fi
                         "convolution (doubled at each stride-2 layer).", lower=1)
 CONV_LAYERS = Setting("conv_layers", 4, "--network=conv: stride-2 layers each way; H and W "
                       "must be divisible by 2**conv_layers.", lower=1, upper=8)
-NETWORK_SETTINGS = (NETWORK, CONV_CHANNELS, CONV_LAYERS)
+DECODER_REFINE_LAYERS = Setting("decoder_refine_layers", 0, "--network=conv: 3x3 stride-1 "
+                                "convolutions after each of the decoder's transposed "
+                                "convolutions (a deeper decoder at the same resolutions).",
+                                lower=0, upper=8)
+NETWORK_SETTINGS = (NETWORK, CONV_CHANNELS, CONV_LAYERS, DECODER_REFINE_LAYERS)
 
 # KL weights, one schedule per term.
 BETA_Z = Setting("beta_z", 1.0, "Weight of KL_z (constant or warm-up schedules).", lower=0.0)

@@ -29,20 +29,20 @@ class VRNNBase(FrameNetworks, LatentVariableModel):
       rnn_dim: GRU state size.
       z_dim: style code size per step.
       beta_z: weight of KL_z: a float, a `KLWeight`, or its serialized form.
-      network, conv_channels, conv_layers: the frame encoder phi_x and the decoder's output
-        layer (`dvrnn_tf.models.networks`): "mlp" or "conv".
+      network, conv_channels, conv_layers, decoder_refine_layers: the frame encoder phi_x
+        and the decoder's output layer (`dvrnn_tf.models.networks`): "mlp" or "conv".
     """
 
     def __init__(self, image_shape, seq_len=8, hidden_dim=100, rnn_dim=100, z_dim=3,
                  beta_z=1.0, likelihood="bernoulli", clip_norm=10.0, seed=None,
-                 network="mlp", conv_channels=32, conv_layers=4,
+                 network="mlp", conv_channels=32, conv_layers=4, decoder_refine_layers=0,
                  _extra_kl_weights=None, _cond_dim=0, **kwargs):
         check_positive(hidden_dim=hidden_dim, rnn_dim=rnn_dim, z_dim=z_dim)
         super().__init__(image_shape, seq_len=seq_len, likelihood=likelihood,
                          clip_norm=clip_norm, seed=seed,
                          kl_weights={"kl_z": beta_z, **(_extra_kl_weights or {})}, **kwargs)
         self.hidden_dim, self.rnn_dim, self.z_dim = int(hidden_dim), int(rnn_dim), int(z_dim)
-        self._init_networks(network, conv_channels, conv_layers)
+        self._init_networks(network, conv_channels, conv_layers, decoder_refine_layers)
         h = self.hidden_dim
         self.phi_x = self.frame_encoder_layer(h)
         self.cell = VRNNCell(rnn_dim=self.rnn_dim, z_dim=self.z_dim, feature_dim=h,

@@ -31,18 +31,18 @@ class BetaVAE(FrameNetworks, LatentVariableModel):
       hidden_dim: width of the encoder's and decoder's hidden layers.
       z_dim: latent size (2 by default, so the latent space can be drawn: paper Fig. 3).
       beta_z: weight of KL_z: a float (constant beta), a `KLWeight`, or its serialized form.
-      network, conv_channels, conv_layers: the encoder's frame network and the decoder's
-        output layer (`dvrnn_tf.models.networks`): "mlp" or "conv".
+      network, conv_channels, conv_layers, decoder_refine_layers: the encoder's frame network
+        and the decoder's output layer (`dvrnn_tf.models.networks`): "mlp" or "conv".
     """
 
     def __init__(self, image_shape, seq_len=8, hidden_dim=512, z_dim=2, beta_z=1.0,
                  likelihood="bernoulli", clip_norm=10.0, seed=None, network="mlp",
-                 conv_channels=32, conv_layers=4, **kwargs):
+                 conv_channels=32, conv_layers=4, decoder_refine_layers=0, **kwargs):
         check_positive(hidden_dim=hidden_dim, z_dim=z_dim)
         super().__init__(image_shape, seq_len=seq_len, likelihood=likelihood,
                          clip_norm=clip_norm, seed=seed, kl_weights={"kl_z": beta_z}, **kwargs)
         self.hidden_dim, self.z_dim = int(hidden_dim), int(z_dim)
-        self._init_networks(network, conv_channels, conv_layers)
+        self._init_networks(network, conv_channels, conv_layers, decoder_refine_layers)
         h = self.hidden_dim
         self.encoder_net = self.frame_encoder_layer(h, name="encoder_net")
         self.posterior = GaussianHead(self.z_dim, name="posterior")

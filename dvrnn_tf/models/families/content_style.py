@@ -66,8 +66,8 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
       beta_f, beta_z: KL weights (float or `KLWeight`).
       kl_z_free_bits: nats per frame of KL_z that cost nothing (0: plain beta-weighted KL).
       style_sees_content: q(z_t | x_t, f) if True, else q(z_t | x_t).
-      network, conv_channels, conv_layers: the frame encoder phi_x and the decoder's output
-        layer (`dvrnn_tf.models.networks`): "mlp" or "conv".
+      network, conv_channels, conv_layers, decoder_refine_layers: the frame encoder phi_x
+        and the decoder's output layer (`dvrnn_tf.models.networks`): "mlp" or "conv".
       style_prior: "normal", p(z_t) = N(0, I) for every frame (independent frames, the
         papers' MNIST sequences); or "recurrent", p(z_t | z_<t) from a GRU over the earlier
         codes (`RecurrentStylePrior`, DSVAE's dynamics prior: video, where z carries motion).
@@ -79,7 +79,7 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
     def __init__(self, image_shape, seq_len=8, hidden_dim=256, f_dim=16, z_dim=8, beta_f=1.0,
                  beta_z=1.0, kl_z_free_bits=0.0, style_sees_content=True,
                  likelihood="bernoulli", clip_norm=10.0, seed=None, network="mlp",
-                 conv_channels=32, conv_layers=4, style_prior="normal",
+                 conv_channels=32, conv_layers=4, decoder_refine_layers=0, style_prior="normal",
                  content_prior="gaussian", dirichlet_concentration=1.0,
                  stick_breaking_alpha=5.0, swap_consistency=0.0, **kwargs):
         check_positive(hidden_dim=hidden_dim, f_dim=f_dim, z_dim=z_dim)
@@ -99,7 +99,7 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
         self.hidden_dim, self.f_dim, self.z_dim = int(hidden_dim), int(f_dim), int(z_dim)
         self.kl_z_free_bits = float(kl_z_free_bits)
         self.style_sees_content = bool(style_sees_content)
-        self._init_networks(network, conv_channels, conv_layers)
+        self._init_networks(network, conv_channels, conv_layers, decoder_refine_layers)
         h = self.hidden_dim
         self.phi_x = self.frame_encoder_layer(h)
         self.content_net = mlp([h], name="content_net")
