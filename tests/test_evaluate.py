@@ -319,6 +319,32 @@ def test_recorded_runs_are_kept_only_for_the_same_evaluation(tmp_path):
     assert _recorded(tmp_path / "absent.json", options) == {}
 
 
+def test_a_run_made_before_a_setting_existed_keeps_its_directory_and_record(tmp_path):
+    """A setting the package gains later, at its default, neither disowns a run directory
+    whose config.json lacks it nor changes a recorded run's fingerprint."""
+    from dvrnn_tf.experiments.runs_cli import config_sha
+    from dvrnn_tf.training import RunDir
+    from dvrnn_tf.training.run_dir import RunDirError
+
+    config = config_for("content_style", "digits", run_dir=str(tmp_path), epochs=3)
+    run = RunDir(tmp_path)
+    with run.claim(config):
+        (tmp_path / "backup" / "state.json").write_text("{}")
+    older = json.loads(run.config.read_text())
+    del older["decoder_refine_layers"]  # as written before that setting existed
+    run.config.write_text(json.dumps(older))
+    with run.claim(config):
+        pass
+    assert (tmp_path / "backup" / "state.json").read_text() == "{}"  # resumed, not reset
+    with pytest.raises(RunDirError, match=r"other flags \(decoder_refine_layers\)"):
+        with run.claim(config.replace(decoder_refine_layers=1)):
+            pass
+    assert "decoder_refine_layers" not in config.identity_beyond_defaults()
+    deeper = config.replace(decoder_refine_layers=1)
+    assert deeper.identity_beyond_defaults()["decoder_refine_layers"] == 1
+    assert config_sha(deeper) != config_sha(config)
+
+
 def test_a_recorded_run_is_known_by_its_settings_and_length_not_its_paths():
     from dvrnn_tf.experiments.runs_cli import config_sha
 

@@ -200,9 +200,10 @@ def _file(results, variant, job, run: dict) -> None:
 def config_sha(config) -> str:
     """A fingerprint of what defines a finished run (TrainConfig.identity, which leaves out
     where it reads or writes and how often it reports, and its length), so that a recorded
-    run is only reused for the same settings."""
-    text = json.dumps({**config.identity(), "epochs": config.epochs}, sort_keys=True,
-                      default=str)
+    run is only reused for the same settings. Settings at their defaults are left out, so a
+    setting the package gains later does not disown the runs recorded before it."""
+    text = json.dumps({**config.identity_beyond_defaults(), "epochs": config.epochs},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

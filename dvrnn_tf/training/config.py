@@ -86,12 +86,16 @@ def all_settings() -> tuple:
                    *families.all_settings(), *sources.all_settings()))
 
 
-def settings_for(model: str, dataset: str = DATASET.default) -> tuple:
-    """Names of every setting a run of `--model=model --dataset=dataset` takes."""
+def _settings(model: str, dataset: str) -> tuple:
     family = families.get_family(model)
     source = sources.source_class(dataset)
-    return tuple(s.name for s in (MODEL, DATASET, *family.settings, *source.settings,
-                                  *TRAINING_SETTINGS, *OUTPUT_SETTINGS))
+    return (MODEL, DATASET, *family.settings, *source.settings, *TRAINING_SETTINGS,
+            *OUTPUT_SETTINGS)
+
+
+def settings_for(model: str, dataset: str = DATASET.default) -> tuple:
+    """Names of every setting a run of `--model=model --dataset=dataset` takes."""
+    return tuple(s.name for s in _settings(model, dataset))
 
 
 class TrainConfig:
@@ -157,6 +161,13 @@ class TrainConfig:
     def identity(self) -> dict:
         """The values that define the run: a run directory is reused only if these match."""
         return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES}
+
+    def identity_beyond_defaults(self) -> dict:
+        """`identity()` without the settings at their defaults (model and data set kept): what
+        a setting added to the package later, at its default, leaves unchanged."""
+        defaults = {s.name: s.default for s in _settings(self.model, self.dataset)}
+        return {k: v for k, v in self.identity().items()
+                if k in ("model", "dataset") or k not in defaults or v != defaults[k]}
 
     @classmethod
     def from_dict(cls, raw: dict) -> TrainConfig:

@@ -102,6 +102,10 @@ class RunDir:
             previous = json.loads(self.config.read_text())
         except (OSError, ValueError):
             previous = None
+        try:  # through TrainConfig: a setting added since the run was made takes its default
+            previous = type(config).from_dict(previous).to_dict()
+        except (AttributeError, TypeError, ValueError):
+            pass  # not a config this package reads: compared as it is
         current = config.identity()
         differs = previous is None or {
             k: previous.get(k) for k in current} != current
