@@ -104,7 +104,7 @@ class RunDir:
             previous = None
         try:  # through TrainConfig: a setting added since the run was made takes its default
             previous = type(config).from_dict(previous).to_dict()
-        except (AttributeError, TypeError, ValueError):
+        except (AttributeError, OSError, TypeError, ValueError):
             pass  # not a config this package reads: compared as it is
         current = config.identity()
         differs = previous is None or {
