@@ -27,22 +27,18 @@ KERNEL, STRIDE = 4, 2  # DCGAN: 4x4 kernels, stride 2 halves (doubles) H and W p
 REFINE_KERNEL = 3  # the decoder's optional stride-1 layers (ConvFrameDecoder.refine_layers)
 
 
-def _positive_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _non_negative_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}")
+def _int_at_least(name, value, lower=1) -> int:
+    """int(value), or ValueError naming `name` unless it is an integer >= lower (1 or 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lower:
+        kind = "positive" if lower == 1 else "non-negative"
+        raise ValueError(f"`{name}` must be a {kind} integer, got {value!r}")
     return int(value)
 
 
 def _image_shape(image_shape) -> tuple:
     try:
         shape = tuple(image_shape)
-        ok = len(shape) == 3 and all(_positive_int("image_shape", s) for s in shape)
+        ok = len(shape) == 3 and all(_int_at_least("image_shape", s) for s in shape)
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -60,7 +56,7 @@ def check_conv_shape(image_shape, conv_layers) -> None:
     """ValueError unless `conv_layers` stride-2 layers divide H and W exactly (each layer
     halves them; the decoder must double them back to the frame's size)."""
     h, w, _ = _image_shape(image_shape)
-    layers = _positive_int("conv_layers", conv_layers)
+    layers = _int_at_least("conv_layers", conv_layers)
     factor = 2 ** layers
     if h % factor == 0 and w % factor == 0:
         return
@@ -101,9 +97,9 @@ class ConvFrameEncoder(keras.layers.Layer):
     def __init__(self, image_shape, channels=32, conv_layers=4, output_dim=256, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = _image_shape(image_shape)
-        self.channels = _positive_int("channels", channels)
-        self.conv_layers = _positive_int("conv_layers", conv_layers)
-        self.output_dim = _positive_int("output_dim", output_dim)
+        self.channels = _int_at_least("channels", channels)
+        self.conv_layers = _int_at_least("conv_layers", conv_layers)
+        self.output_dim = _int_at_least("output_dim", output_dim)
         check_conv_shape(self.image_shape, self.conv_layers)
         # The last conv's LeakyReLU is applied after the flatten: TensorFlow's graph rewriter
         # (grappler's remapper) fails on Conv2D + BiasAdd + LeakyRelu feeding a Reshape when
@@ -179,10 +175,10 @@ class ConvFrameDecoder(keras.layers.Layer):
                  refine_layers=0, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = _image_shape(image_shape)
-        self.channels = _positive_int("channels", channels)
-        self.conv_layers = _positive_int("conv_layers", conv_layers)
-        self.params_per_pixel = _positive_int("params_per_pixel", params_per_pixel)
-        self.refine_layers = _non_negative_int("refine_layers", refine_layers)
+        self.channels = _int_at_least("channels", channels)
+        self.conv_layers = _int_at_least("conv_layers", conv_layers)
+        self.params_per_pixel = _int_at_least("params_per_pixel", params_per_pixel)
+        self.refine_layers = _int_at_least("refine_layers", refine_layers, lower=0)
         check_conv_shape(self.image_shape, self.conv_layers)
         h, w, c = self.image_shape
         s = 2 ** self.conv_layers
@@ -197,14 +193,12 @@ class ConvFrameDecoder(keras.layers.Layer):
             activation="relu" if i < self.conv_layers - 1 or self.refine_layers else None,
             name=f"deconv{i}", dtype=self.dtype_policy) for i, width in enumerate(widths)]
         # A flat list (the .keras file's layout keeps `deconvs` as it was without them).
+        last = (self.conv_layers - 1, self.refine_layers - 1)
         self.refines = [bias_add.Conv2D(
-            self.params_per_pixel * c if (i, j) == self._last_refine() else width,
-            REFINE_KERNEL, padding="same", name=f"refine{i}_{j}", dtype=self.dtype_policy,
-            activation=None if (i, j) == self._last_refine() else "relu")
+            self.params_per_pixel * c if (i, j) == last else width, REFINE_KERNEL,
+            padding="same", activation=None if (i, j) == last else "relu",
+            name=f"refine{i}_{j}", dtype=self.dtype_policy)
             for i, width in enumerate(widths) for j in range(self.refine_layers)]
-
-    def _last_refine(self):
-        return self.conv_layers - 1, self.refine_layers - 1
 
     def _stack(self) -> list:
         """Every layer after the dense map, in the order applied: (layer, stride) pairs."""
@@ -288,7 +282,7 @@ class DenseFrameDecoder(bias_add.Dense):
 
     def __init__(self, image_shape, params_per_pixel=1, **kwargs):
         shape = _image_shape(image_shape)
-        per_pixel = _positive_int("params_per_pixel", params_per_pixel)
+        per_pixel = _int_at_least("params_per_pixel", params_per_pixel)
         super().__init__(per_pixel * math.prod(shape), **kwargs)
         self.image_shape, self.params_per_pixel = shape, per_pixel
 
@@ -312,11 +306,11 @@ def frame_encoder(network, image_shape, hidden_dim, conv_channels=32, conv_layer
                   name="phi_x") -> keras.layers.Layer:
     """phi_x: flat frames [..., D] -> features [..., hidden_dim]; "mlp" is today's
     mlp([hidden_dim, hidden_dim]), "conv" a ConvFrameEncoder."""
-    hidden_dim = _positive_int("hidden_dim", hidden_dim)
+    hidden_dim = _int_at_least("hidden_dim", hidden_dim)
     if network == "mlp":
         return MLPFrameEncoder(image_shape, [hidden_dim, hidden_dim], name=name)
     if network == "conv":
-        return ConvFrameEncoder(image_shape, _positive_int("conv_channels", conv_channels),
+        return ConvFrameEncoder(image_shape, _int_at_least("conv_channels", conv_channels),
                                 conv_layers, output_dim=hidden_dim, name=name)
     raise ValueError(f"`network` must be one of {', '.join(NETWORKS)}, got {network!r}")
 
@@ -329,6 +323,6 @@ def frame_decoder(network, image_shape, params_per_pixel, conv_channels=32, conv
     if network == "mlp":
         return DenseFrameDecoder(image_shape, params_per_pixel, name=name)
     if network == "conv":
-        return ConvFrameDecoder(image_shape, _positive_int("conv_channels", conv_channels),
+        return ConvFrameDecoder(image_shape, _int_at_least("conv_channels", conv_channels),
                                 conv_layers, params_per_pixel, refine_layers, name=name)
     raise ValueError(f"`network` must be one of {', '.join(NETWORKS)}, got {network!r}")

@@ -102,10 +102,13 @@ class RunDir:
             previous = json.loads(self.config.read_text())
         except (OSError, ValueError):
             previous = None
-        try:  # through TrainConfig: a setting added since the run was made takes its default
-            previous = type(config).from_dict(previous).to_dict()
-        except (AttributeError, OSError, TypeError, ValueError):
-            pass  # not a config this package reads: compared as it is
+        if not isinstance(previous, dict):
+            previous = None  # not a config at all: a run of unknown flags
+        else:
+            try:  # through TrainConfig: a setting added since the run was made takes its default
+                previous = type(config).from_dict(previous).to_dict()
+            except (OSError, TypeError, ValueError):
+                pass  # not a config this package reads: compared as it is
         current = config.identity()
         differs = previous is None or {
             k: previous.get(k) for k in current} != current
