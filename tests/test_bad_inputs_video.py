@@ -5,7 +5,6 @@ case runs `dvrnn_tf.train` in this process and must exit non-zero with ONE error
 the problem, before any run directory exists (the run directory stays absent).
 """
 import json
-import os
 import pathlib
 import shutil
 import zipfile
@@ -14,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reliability_helpers import ROOT, refused
+from reliability_helpers import refused
+from shared_data import SPRITES_DIR
 
-SPRITES = pathlib.Path(os.environ.get("DVRNN_SPRITES_DIR", ROOT.parent / "shared" / "data" /
-                                      "sprites")).resolve()
+SPRITES = SPRITES_DIR
 BASE = ["--epochs=1", "--steps_per_epoch=1", "--batch_size=4", "--nofigures", "--noexport"]
 # The model unless a case names its own.
 MODEL = ["--model=content_style", "--hidden_dim=8", "--f_dim=2", "--z_dim=2"]

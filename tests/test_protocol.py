@@ -8,8 +8,6 @@ the synthetic videos of test_sequence_judge.
 """
 import json
 import math
-import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -22,9 +20,9 @@ from dvrnn_tf.metrics.evaluation import EvaluationError, evaluate_run
 from dvrnn_tf.metrics.judge_cache import JudgeNotGoodEnough
 from test_sequence_judge import FACTORS as VIDEO_FACTORS
 from test_sequence_judge import synthetic_videos
+from shared_data import SPRITES_DIR
 
-SPRITES = os.environ.get("DVRNN_SPRITES_DIR", str(pathlib.Path(__file__).resolve().parents[2]
-                                                  / "shared" / "data" / "sprites"))
+SPRITES = str(SPRITES_DIR)
 ROLES = ((Factor("colour", 3),), (Factor("motion", 3),))
 T = 3
 

@@ -1,7 +1,5 @@
 """Sequence sources: the registry, ordered sequences in arrays, and each source's splits."""
 import json
-import os
-import pathlib
 import re
 
 import numpy as np
@@ -12,9 +10,9 @@ from dvrnn_tf.data import DataSpec, Factor, open_source, registry
 from dvrnn_tf.data.array_sequences import ArraySequences
 from dvrnn_tf.training import TrainConfig
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SPRITES = pathlib.Path(os.environ.get("DVRNN_SPRITES_DIR", ROOT.parent / "shared" / "data" /
-                                      "sprites"))
+from shared_data import SPRITES_DIR
+
+SPRITES = SPRITES_DIR
 
 
 def _toy(n=10, t=3, seed=0):

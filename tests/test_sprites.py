@@ -7,7 +7,6 @@ threads at once, to exercise the lock); the truncation test rebuilds it once mor
 import hashlib
 import json
 import os
-import pathlib
 import shutil
 import threading
 import time
@@ -19,7 +18,8 @@ from PIL import Image
 from dvrnn_tf.data.builders import sprites as S
 from dvrnn_tf.data.folder_cache import ensure_folder
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+import shared_data
+
 PARTS = ("body", "bottomwear", "topwear", "hair")
 
 
@@ -29,13 +29,7 @@ def _index(body, bottomwear, topwear, hair):
 
 @pytest.fixture(scope="session")
 def sprites_dir():
-    path = pathlib.Path(os.environ.get("DVRNN_SPRITES_DIR",
-                                       ROOT.parent / "shared" / "data" / "sprites")).resolve()
-    if path.name == "sheets":
-        path = path.parent
-    if not (path / "sheets" / "shoes" / "1.png").is_file():
-        pytest.fail(f"the Sprites sheets are not in {path}/sheets; set DVRNN_SPRITES_DIR")
-    return path
+    return shared_data.sprites_dir()
 
 
 @pytest.fixture(scope="session")
