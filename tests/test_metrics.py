@@ -2,6 +2,7 @@
 style preservation on stub models, and the likelihood bounds' properties on tiny models."""
 import math
 import pathlib
+import warnings
 
 import keras
 import numpy as np
@@ -162,13 +163,16 @@ def test_factor_probes_read_each_factor_from_the_code_that_carries_it():
 @pytest.fixture(scope="session")
 def digits_judge(tmp_path_factory):
     directory = tmp_path_factory.mktemp("judges")
-    model, info = judge_lib.load_or_train_judge("digits", judge_dir=directory, epochs=12)
-    return model, info, directory
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, info = judge_lib.load_or_train_judge("digits", judge_dir=directory, epochs=12)
+    return model, {**info, "warnings": [str(w.message) for w in caught]}, directory
 
 
 def test_judge_is_cached_per_dataset_and_seed(digits_judge):
     model, info, directory = digits_judge
     assert info["test_accuracy"] > 0.9, info
+    assert not [w for w in info["warnings"] if "shuffle" in w], info["warnings"]  # quiet training
     assert info["path"] == str(judge_lib.judge_path("digits", 0, directory, info["key"]))
     assert pathlib.Path(info["path"]).is_file()
     again, info2 = judge_lib.load_or_train_judge("digits", judge_dir=directory, epochs=12)
@@ -207,6 +211,24 @@ def test_swap_of_real_images_scores_the_judges_own_accuracy(digits_judge):
     assert len(out["per_step"]) == x.shape[1]
     partner = dis.swap_pairs(y, seed=0)
     assert (y[partner] != y).all()
+    # By A's class: the judge's own accuracy per class, its errors as a confusion matrix.
+    pred = judge_lib.predict(model, x)
+    for c in range(10):
+        assert out["per_class"][c] == pytest.approx(np.mean(pred[y == c] == c)), c
+    confusion = np.array(out["confusion"])
+    assert confusion.sum() == pred.size and np.trace(confusion) == (pred == y[:, None]).sum()
+    wrong = np.flatnonzero(pred != y[:, None])
+    if len(wrong):  # the first error lands in its (true, judged) cell
+        i, j = np.unravel_index(wrong[0], pred.shape)
+        assert confusion[y[i], pred[i, j]] >= 1 and pred[i, j] != y[i]
+
+
+def test_swap_per_class_is_none_for_a_class_no_sequence_has(digits_judge):
+    model, _, _ = digits_judge
+    x, y = _digit_sequences(n=20)
+    keep = y != 3
+    out = dis.swap_accuracy(SwapStub(), model, x[keep], y[keep])
+    assert out["per_class"][3] is None and sum(map(sum, out["confusion"])) == keep.sum() * 4
 
 
 # ---- style preservation on a stub whose style is the slant ---------------------------------------

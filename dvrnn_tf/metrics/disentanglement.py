@@ -72,6 +72,18 @@ def _accuracy(pred, labels):
     return float(hit.mean()), hit.mean(axis=0).tolist()
 
 
+def _by_class(pred, labels, num_classes):
+    """(accuracy per true class (None for a class with no sequence), confusion counts
+    [true class][judged class]) of pred [N, T] against labels [N]."""
+    labels = np.broadcast_to(np.asarray(labels)[:, None], pred.shape).ravel()
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, pred.ravel()), 1)
+    totals = confusion.sum(axis=1)
+    per_class = [float(confusion[c, c] / totals[c]) if totals[c] else None
+                 for c in range(num_classes)]
+    return per_class, confusion.tolist()
+
+
 # ---- label preservation -------------------------------------------------------------------
 
 def label_preservation(model, judge, x, y, num_styles: int = 4, seed: int = 0,
@@ -138,7 +150,10 @@ def swap_accuracy(model, judge, x, y, seed: int = 0, batch_size: int = 256) -> d
 
     accuracy: the share of swapped frames judged as A's class, overall and per time step (the
     first frame, decoded from h_0, differs from the rest); style_class_share: the share judged
-    as B's class (content leaking through the style code); judge_accuracy_on_content: the
+    as B's class (content leaking through the style code); per_class, confusion: the accuracy
+    by A's class and the counts of (A's class, judged class), which say whether the errors are
+    a leak (judged as B's class) or a content the style makes ambiguous (e.g. a 1 drawn wide
+    reads as a 7); judge_accuracy_on_content: the
     judge's accuracy on A's own frames, the ceiling of `accuracy`; scores: accuracy, IS,
     H(y|x), H(y) from the judge's softmax on a class-balanced subset of the pairs (by A's
     class, every frame), beside the same of A's own frames (`judge_scores_on_content`).
@@ -150,10 +165,12 @@ def swap_accuracy(model, judge, x, y, seed: int = 0, batch_size: int = 256) -> d
                           batch_size)
     pred, probs = _judged(judge, images)
     acc, per_step = _accuracy(pred, y)
+    per_class, confusion = _by_class(pred, y, probs.shape[-1])
     style_share, style_per_step = _accuracy(pred, y[partner])
     own_pred, own_probs = _judged(judge, x)
     own, own_per_step = _accuracy(own_pred, y)
     return {"accuracy": acc, "per_step": per_step, "first_step": per_step[0],
+            "per_class": per_class, "confusion": confusion,
             "later_steps": float(np.mean(per_step[1:])) if len(per_step) > 1 else None,
             "style_class_share": style_share, "style_class_share_per_step": style_per_step,
             "judge_accuracy_on_content": own, "num_pairs": int(len(x)),

@@ -136,7 +136,7 @@ def train_judge(train_set, test_set, *, seed: int = 0, epochs: int = DEFAULT_EPO
                              training=True), xy[1]),
         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     start = time.perf_counter()
-    model.fit(ds, epochs=epochs, verbose=verbose)
+    model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False)  # ds shuffles itself
     seconds = time.perf_counter() - start
     info = {"dataset": train_set.name, "seed": int(seed), "epochs": int(epochs),
             "train_seconds": seconds, "train_images": int(len(x)),
