@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from config_helpers import applicable
+from shared_data import ROOT, SPRITES_DIR
 from dvrnn_tf.training import RunDirError, TrainConfig, train
 
 TINY = dict(hidden_dim=16, rnn_dim=16, f_dim=4, z_dim=2, batch_size=16, figures=False,
@@ -179,3 +180,42 @@ def test_checkpoint_every_and_validation_freq(tmp_path):
     for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed"),
                     strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+
+def _flag_file_values(path):
+    """{flag: text} of the `--name=value` lines of a flag file and of the flag files it
+    includes (a later line wins, as in absl); comments and blanks skipped."""
+    values = {}
+    for line in (ROOT / path).read_text().splitlines():
+        name, _, text = line.strip().partition("=")
+        if name == "--flagfile":
+            values.update(_flag_file_values(text))
+        elif name.startswith("--") and text:
+            values[name[2:]] = text
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "flags").glob("*.flags")))
+def test_every_shipped_flag_file_makes_a_config_its_model_takes(name, monkeypatch):
+    """Each flags/*.flags parses with the binary's flags and builds a `TrainConfig` (every
+    setting applies to its model and data set), with the values the file says."""
+    from absl import flags
+
+    from dvrnn_tf.models.registry import canonical_name
+    from dvrnn_tf.train import config_from_flags
+
+    monkeypatch.chdir(ROOT)  # a flag file names the files it includes from the checkout's root
+    path = f"flags/{name}.flags"
+    given = _flag_file_values(path)
+    assert given, f"{path} sets no flag"
+    extra = [f"--manual_dir={SPRITES_DIR}"] if given.get("dataset") == "sprites" else []
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["dvrnn_tf.train", f"--flagfile={path}", *extra])
+        values = config_from_flags().to_dict()
+    finally:
+        flags.FLAGS.unparse_flags()
+    given["model"] = canonical_name(given["model"])  # --model=disentangled is content_style
+    for flag, text in given.items():
+        assert str(values[flag]) == str(flags.FLAGS[flag].parser.parse(text)), (flag, text)
