@@ -18,9 +18,9 @@ import numpy as np
 
 from dvrnn_tf.data.builders import sprites
 
-STATIC = ("body", "bottomwear", "topwear", "hair")  # character = body·216 + bottom·36 + top·6 + hair
-WEIGHTS = np.array([216, 36, 6, 1])
-VARIANTS = 6
+STATIC = ("body", "bottomwear", "topwear", "hair")
+VARIANTS = sprites.VARIANTS
+WEIGHTS = VARIANTS ** np.arange(len(STATIC))[::-1]  # the index of sprites._parts: b·216 + m·36 + t·6 + h
 
 
 def pair_distances(frames):

@@ -184,16 +184,11 @@ def test_checkpoint_every_and_validation_freq(tmp_path):
 
 
 def _flag_file_values(path):
-    """{flag: text} of the `--name=value` lines of a flag file and of the flag files it
-    includes (a later line wins, as in absl); comments and blanks skipped."""
-    values = {}
-    for line in (ROOT / path).read_text().splitlines():
-        name, _, text = line.strip().partition("=")
-        if name == "--flagfile":
-            values.update(_flag_file_values(text))
-        elif name.startswith("--") and text:
-            values[name[2:]] = text
-    return values
+    """{flag: text} of a flag file and the files it includes, as absl expands them."""
+    from absl import flags
+
+    args = flags.FLAGS.read_flags_from_files([f"--flagfile={path}"], force_gnu=False)
+    return dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "flags").glob("*.flags")))

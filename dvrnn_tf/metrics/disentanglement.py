@@ -14,6 +14,7 @@ import inspect
 
 import numpy as np
 from scipy import special
+from sklearn.metrics import confusion_matrix
 
 from dvrnn_tf.metrics import judge_scores as js
 from dvrnn_tf.metrics import morphometry
@@ -76,8 +77,7 @@ def _by_class(pred, labels, num_classes):
     """(accuracy per true class (None for a class with no sequence), confusion counts
     [true class][judged class]) of pred [N, T] against labels [N]."""
     labels = np.broadcast_to(np.asarray(labels)[:, None], pred.shape).ravel()
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(confusion, (labels, pred.ravel()), 1)
+    confusion = confusion_matrix(labels, pred.ravel(), labels=np.arange(num_classes))
     totals = confusion.sum(axis=1)
     per_class = [float(confusion[c, c] / totals[c]) if totals[c] else None
                  for c in range(num_classes)]
