@@ -1,5 +1,6 @@
 """`bias_add` and the frame networks' convolutions under mixed precision: the bias gradient is
-the float32 one (summed in float32), the forward pass and the weights are Keras's."""
+the float32 one (summed in float32), the forward pass and the weights are Keras's; a narrow
+bias (the decoder's RGB output) added and summed as rows of W*C values in every precision."""
 import keras
 import numpy as np
 import pytest
@@ -24,12 +25,15 @@ def test_bias_add_sums_the_gradient_of_many_rows_in_float32(dtype):
     np.testing.assert_array_equal(tape.gradient(loss, bias).numpy(), [1536.0] * 4)
 
 
-def test_a_bfloat16_bias_gradient_at_the_sprites_decoders_size():
-    """64 sequences x 8 frames x 64 x 64 rows of gradient: the sum is right to within one
-    bfloat16 step (2**-7), as far from TensorFlow's bfloat16 BiasAddGrad, which stops growing
-    at 512 terms, as from a float32 sum."""
+@pytest.mark.parametrize("shape", [(512 * 64 * 64, 3), (512, 64, 64, 3)],
+                         ids=["rows", "images"])
+def test_a_bfloat16_bias_gradient_at_the_sprites_decoders_size(shape):
+    """64 sequences x 8 frames x 64 x 64 rows of gradient, as rows of channels and as the
+    decoder's images (the narrow path: summed over rows of W*C first): the sum is right to
+    within one bfloat16 step (2**-7), as far from TensorFlow's bfloat16 BiasAddGrad, which
+    stops growing at 512 terms, as from a float32 sum."""
     rows = 512 * 64 * 64
-    x = tf.zeros((rows, 3), tf.bfloat16)
+    x = tf.zeros(shape, tf.bfloat16)
     bias = tf.Variable(tf.zeros(3))
     upstream = tf.constant([1.5, 1.5 + 2.0 ** -7, 3.0], tf.bfloat16)
     with tf.GradientTape() as tape:
@@ -69,13 +73,13 @@ def _output_and_grads(layer, x, upstream):
     return y, tape.gradient(loss, [layer.kernel, layer.bias])
 
 
-def _inputs(kind, n=64):
+def _inputs(kind, n=64, channels=3):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 32, 32, 8)).astype("float32")
     side = 16 if kind == "conv" else 64
     # A gradient with a large mean: the sum over n*side*side terms is what a short
     # accumulator gets wrong.
-    upstream = (1.0 + rng.uniform(size=(n, side, side, 3))).astype("float32")
+    upstream = (1.0 + rng.uniform(size=(n, side, side, channels))).astype("float32")
     return x, upstream
 
 
@@ -96,18 +100,43 @@ def test_low_precision_bias_gradient_is_the_float32_one(kind, policy):
 
 @pytest.mark.parametrize("kind", ["conv", "deconv"])
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-def test_forward_pass_and_weights_are_keras_own(kind, policy):
-    x, upstream = _inputs(kind, n=4)
-    theirs, ours = _layer(kind, False, policy), _layer(kind, True, policy)
+@pytest.mark.parametrize("filters", [3, 8], ids=["narrow", "wide"])
+def test_forward_pass_and_weights_are_keras_own(kind, policy, filters):
+    x, upstream = _inputs(kind, n=4, channels=filters)
+    theirs, ours = (_layer(kind, k, policy, filters) for k in (False, True))
     ours.set_weights(theirs.get_weights())
     assert [w.path.split("/")[-1] for w in ours.weights] == ["kernel", "bias"]
     y_ours, g_ours = _output_and_grads(ours, x, upstream)
     y_theirs, g_theirs = _output_and_grads(theirs, x, upstream)
     np.testing.assert_array_equal(y_ours.numpy().astype("float32"),
                                   y_theirs.numpy().astype("float32"))
-    if policy == "float32":  # the very same graph: Keras's call
-        for a, b in zip(g_ours, g_theirs):
+    if policy == "float32" and filters >= bias_add.NARROW_CHANNELS:
+        for a, b in zip(g_ours, g_theirs):  # the very same graph: Keras's call
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+    elif policy == "float32":  # the same sums in another order
+        for a, b in zip(g_ours, g_theirs):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16, tf.float16])
+@pytest.mark.parametrize("channels", [1, 3, 7])
+def test_a_narrow_bias_is_added_and_summed_as_tf_nn_bias_add(dtype, channels):
+    """Images [N, H, W, C] of C < NARROW_CHANNELS: the same sum as tf.nn.bias_add, and the
+    bias gradient the float64 column sum of the upstream gradient (to its dtype's rounding)."""
+    rng = np.random.default_rng(channels)
+    x = tf.constant(rng.normal(size=(6, 5, 12, channels)), dtype)
+    bias = tf.Variable(rng.normal(size=channels).astype("float32"))
+    upstream = rng.normal(size=(6, 5, 12, channels))
+    with tf.GradientTape() as tape:
+        y = bias_add.bias_add(x, tf.cast(bias, dtype))
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream.astype("float32"))
+    assert y.shape == x.shape and y.dtype == dtype
+    np.testing.assert_array_equal(y.numpy(), tf.nn.bias_add(x, tf.cast(bias, dtype)).numpy())
+    grad = tape.gradient(loss, bias)
+    assert grad.dtype == tf.float32
+    rounding = 2.0 ** -7 if dtype == tf.bfloat16 else 1e-3
+    np.testing.assert_allclose(grad.numpy(), upstream.sum(axis=(0, 1, 2)),
+                               rtol=rounding, atol=rounding * np.abs(upstream).sum() / channels)
 
 
 def test_a_bfloat16_conv_model_has_the_float32_model_gradients():
@@ -173,3 +202,22 @@ def test_a_bfloat16_activation_after_the_bias_has_the_float32_gradients(kind, ac
         a, b = g32.numpy().ravel(), g16.numpy().astype("float32").ravel()
         assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.999, name
         assert np.linalg.norm(b) == pytest.approx(np.linalg.norm(a), rel=0.02), name
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_the_decoders_rgb_output_runs_no_bias_add_op(policy):
+    """The narrow path is the one taken: the traced step of a 3-channel transposed
+    convolution holds no BiasAdd / BiasAddGrad (slow over 3 channels), an 8-channel one does."""
+    x, upstream = _inputs("deconv", n=2)
+
+    def op_types(filters):
+        layer = _layer("deconv", True, policy, filters)
+
+        @tf.function
+        def step():
+            return _output_and_grads(layer, x, upstream[..., :1].repeat(filters, -1))
+
+        return {op.type for op in step.get_concrete_function().graph.get_operations()}
+
+    assert not {"BiasAdd", "BiasAddGrad"} & op_types(3)
+    assert "BiasAdd" in op_types(8)

@@ -14,7 +14,14 @@ where float32 learned (the kind of bug PyTorch fixed for its CPU conv bias, pyto
 (a float16 gradient is cast first: a float16 sum of a step's pixels overflows, 2e5 against a
 maximum of 65504), and returns a float32 gradient (the bias is a cast of a float32 variable,
 whose gradient casts it back). In float32 it is tf.nn.bias_add, and the layers are Keras's
-own, op for op.
+own, op for op, but for a narrow bias (below).
+
+A bias over few channels (fewer than `NARROW_CHANNELS`: the decoder's RGB or grey output) is
+added, in every precision, to rows of W*C values with the bias tiled W times, and its gradient
+summed over those rows first: TensorFlow's BiasAdd and its column sums over [N*H*W, 3] ran at a
+third of the speed of the same work on [N*H, W*3] (the Sprites decoder's output, 512 frames of
+64x64x3, forward add and bias gradient: 15 and 6 ms against 6 and 3 ms in bfloat16, 19 and 9
+against 8 and 3 in float32), and at 8 channels and more the plain column sum was the faster.
 
 The layers' weights, names and configs are the Keras layers': a model saved with those loads
 here.
@@ -43,10 +50,48 @@ def _bias_add_wide_grad(x, bias):
     return tf.nn.bias_add(x, bias), grad
 
 
+# Fewer channels than this make a bias "narrow" (module doc).
+NARROW_CHANNELS = 8
+
+
+def _narrow_width(x):
+    """W if x is images [N, H, W, C] with a narrow bias's C and a known W, else None."""
+    shape = x.shape
+    if shape.rank != 4 or shape[-1] is None or shape[-2] is None:
+        return None
+    return shape[-2] if shape[-1] < NARROW_CHANNELS else None
+
+
+def _bias_add_narrow(x, bias, width):
+    """x [N, H, W, C] + bias [C] as rows [N*H, W*C] + the bias tiled W times; d/dbias summed
+    over the rows (in float32 for float16, whose sum would overflow), then over W in float32."""
+    channels = x.shape[-1]
+
+    @tf.custom_gradient
+    def add(x, bias):
+        def grad(dy):
+            rows = tf.reshape(dy, [-1, width * channels])
+            if dy.dtype == tf.float16:
+                rows = tf.cast(rows, tf.float32)
+            per_column = tf.cast(tf.reduce_sum(rows, 0), tf.float32)
+            return dy, tf.reduce_sum(tf.reshape(per_column, [width, channels]), 0)
+
+        rows = tf.reshape(x, [-1, width * channels]) + tf.tile(bias, [width])
+        out = tf.reshape(rows, tf.shape(x))
+        out.set_shape(x.shape)
+        return out, grad
+
+    return add(x, tf.cast(bias, x.dtype))
+
+
 def bias_add(x, bias):
     """x [..., C] + bias [C] in x's dtype; under a low-precision x, d/dbias is summed over
-    [...] to within one bfloat16 step of the float32 sum, and returned in float32 (module
-    doc)."""
+    [...] to within one bfloat16 step of the float32 sum, and returned in float32; a narrow
+    bias (fewer than NARROW_CHANNELS channels of images [N, H, W, C]) in every precision as
+    rows of W*C values (module doc)."""
+    width = _narrow_width(x)
+    if width is not None:
+        return _bias_add_narrow(x, bias, width)
     if x.dtype == tf.float32:
         return tf.nn.bias_add(x, bias)
     return _bias_add_wide_grad(x, tf.cast(bias, x.dtype))
@@ -58,10 +103,12 @@ def _activated(layer, outputs):
 
 
 def _keras_call(layer) -> bool:
-    """Whether Keras's own call is the right one: float32, no bias, or a path (channels
-    first, quantized, LoRA) this module does not rewrite. Dense has no data_format and
-    Conv2DTranspose no LoRA."""
-    return (not layer.use_bias or layer.compute_dtype == "float32" or layer.quantization_mode
+    """Whether Keras's own call is the right one: no bias, float32 but for a convolution's
+    narrow bias, or a path (channels first, quantized, LoRA) this module does not rewrite.
+    Dense has no data_format and Conv2DTranspose no LoRA."""
+    float32_wide = layer.compute_dtype == "float32" and not (
+        hasattr(layer, "filters") and layer.filters < NARROW_CHANNELS)
+    return (not layer.use_bias or float32_wide or layer.quantization_mode
             or getattr(layer, "data_format", "channels_last") != "channels_last"
             or getattr(layer, "lora_enabled", False))
 

@@ -126,10 +126,11 @@ class LatentVariableModel(keras.Model):
             raise ValueError("`x`: empty batch: predict needs at least one sequence")
         return super().predict(x, *args, **kwargs)
 
-    def flatten_frames(self, x):
-        """[B, T, H, W, C] -> [B, T, D]."""
+    def flatten_frames(self, x, dtype=None):
+        """[B, T, H, W, C] -> [B, T, D], in `dtype` (default: the compute dtype; the
+        likelihood takes the data in float32, not its round trip through bfloat16)."""
         # A cast, not convert_to_tensor(dtype=): float32 data into a float16/bfloat16 model.
-        x = tf.cast(tf.convert_to_tensor(x), self.compute_dtype)
+        x = tf.cast(tf.convert_to_tensor(x), dtype or self.compute_dtype)
         return tf.reshape(x, [tf.shape(x)[0], tf.shape(x)[1], self.x_dim])
 
     def unflatten_frames(self, x):
@@ -162,7 +163,8 @@ class LatentVariableModel(keras.Model):
         return tf.reshape(noise, [replicas, -1, *shape[1:]])[replica.replica_id_in_sync_group]
 
     def nll_per_image(self, params, x_flat):
-        """-log p(x_t | .) summed over pixels, averaged over batch and time: nats per image."""
+        """-log p(x_t | .) summed over pixels, averaged over batch and time: nats per image.
+        x_flat: the data, `flatten_frames(x, tf.float32)` (cast here if not float32)."""
         return tf.reduce_mean(
             self.likelihood.nll(tf.cast(params, tf.float32), tf.cast(x_flat, tf.float32)))
 

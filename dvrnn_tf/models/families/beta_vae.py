@@ -91,7 +91,8 @@ class BetaVAE(FrameNetworks, LatentVariableModel):
         z = loc + scale * self.normal_noise(tf.shape(loc))  # reparameterized: gradients reach q
         # Analytic KL per frame [B, T], averaged: nats per image like every model here.
         kl_z = tf.reduce_mean(kl_diag_gaussians(loc, scale))  # against p(z) = N(0, I)
-        return {"nll": self.nll_per_image(self.decoder_params(z), x_flat), "kl_z": kl_z}
+        return {"nll": self.nll_per_image(self.decoder_params(z),
+                                          self.flatten_frames(x, tf.float32)), "kl_z": kl_z}
 
     def call(self, x, training=False):
         """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""

@@ -180,14 +180,15 @@ class ContentStyleVAE(ContentCodes, ContentStyleGeneration, FrameNetworks, Laten
 
     def compute_terms(self, x, training=False):
         steps = tf.shape(x)[1]
-        x_flat, q, phi_f, f_params, _ = self._infer(x, SAMPLE, SAMPLE)
+        _, q, phi_f, f_params, _ = self._infer(x, SAMPLE, SAMPLE)
         params = self.decoder_params(q["z_sample"], phi_f)
         prior = self.style_prior_params(q["z_sample"])  # on the sampled path
         kl_z = tf.reduce_mean(kl_diag_gaussians(q["z_loc"], q["z_scale"], *prior))  # per frame
         # One f per sequence: its KL shared by the T frames (nats per image).
         kl_f = tf.reduce_mean(self.content_kl(f_params))
         kl_f = kl_f / tf.cast(steps, kl_f.dtype)
-        terms = {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z, "kl_f": kl_f}
+        data = self.flatten_frames(x, tf.float32)
+        terms = {"nll": self.nll_per_image(params, data), "kl_z": kl_z, "kl_f": kl_f}
         if self.swap_consistency:
             terms["swap_nll"] = self.swap_nll(q["f_sample"], q["z_sample"], phi_f)
         return terms

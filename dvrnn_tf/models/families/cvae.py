@@ -241,7 +241,8 @@ class CVAE(LatentVariableModel):
         posterior = diag_gaussian(loc, scale)
         kl_z = tf.reduce_mean(posterior.kl_divergence(self.prior_distribution(tf.shape(loc)[:-1])))
         params = self.decoder_params(self.transform(z, y), y)
-        return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z}
+        return {"nll": self.nll_per_image(params, self.flatten_frames(x, tf.float32)),
+                "kl_z": kl_z}
 
     def elbo_per_class(self, x):
         """[B, K]: for each sequence and class k, sum over frames of the ELBO of (x_t, k)

@@ -178,7 +178,9 @@ class DisentangledVRNN(ContentCodes, ContentStyleGeneration, VRNNBase):
         kl_f = kl_f / tf.cast(tf.shape(x_flat)[0 if time_major else 1], kl_f.dtype)
         params = self.decoder_params(style["phi_z"], style["h_prev"], content,
                                      time_major=time_major)
-        return {"nll": self.nll_per_image(params, x_flat), "kl_z": kl_z, "kl_f": kl_f}
+        data = self.flatten_frames(x, tf.float32)
+        data = _swap(data) if time_major else data
+        return {"nll": self.nll_per_image(params, data), "kl_z": kl_z, "kl_f": kl_f}
 
     def call(self, x, training=False):
         return self.reconstruct(self.check_inputs(x))

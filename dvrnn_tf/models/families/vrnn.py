@@ -36,7 +36,8 @@ class VRNN(VRNNBase):
         prior = self.prior(self.prior_net(style["h_prev"]))  # p(z_t | h_{t-1}): loc, scale
         kl_z = tf.reduce_mean(kl_diag_gaussians(style["loc"], style["scale"], *prior))
         params = self.decoder_params(style["phi_z"], style["h_prev"], time_major=True)
-        return {"nll": self.nll_per_image(params, x_tm), "kl_z": kl_z}
+        return {"nll": self.nll_per_image(params, _swap(self.flatten_frames(x, tf.float32))),
+                "kl_z": kl_z}
 
     def call(self, x, training=False):
         """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""
