@@ -54,12 +54,16 @@ def _bias_add_wide_grad(x, bias):
 NARROW_CHANNELS = 8
 
 
+def _narrow(channels) -> bool:
+    return channels is not None and channels < NARROW_CHANNELS
+
+
 def _narrow_width(x):
     """W if x is images [N, H, W, C] with a narrow bias's C and a known W, else None."""
     shape = x.shape
-    if shape.rank != 4 or shape[-1] is None or shape[-2] is None:
+    if shape.rank != 4 or shape[-2] is None or not _narrow(shape[-1]):
         return None
-    return shape[-2] if shape[-1] < NARROW_CHANNELS else None
+    return shape[-2]
 
 
 def _bias_add_narrow(x, bias, width):
@@ -106,8 +110,7 @@ def _keras_call(layer) -> bool:
     """Whether Keras's own call is the right one: no bias, float32 but for a convolution's
     narrow bias, or a path (channels first, quantized, LoRA) this module does not rewrite.
     Dense has no data_format and Conv2DTranspose no LoRA."""
-    float32_wide = layer.compute_dtype == "float32" and not (
-        hasattr(layer, "filters") and layer.filters < NARROW_CHANNELS)
+    float32_wide = layer.compute_dtype == "float32" and not _narrow(getattr(layer, "filters", None))
     return (not layer.use_bias or float32_wide or layer.quantization_mode
             or getattr(layer, "data_format", "channels_last") != "channels_last"
             or getattr(layer, "lora_enabled", False))

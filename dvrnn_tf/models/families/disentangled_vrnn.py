@@ -168,8 +168,11 @@ class DisentangledVRNN(ContentCodes, ContentStyleGeneration, VRNNBase):
         # sequences or over all (b, t), so the order of the rows does not matter, and the
         # recurrences need no transposes.
         time_major = self.attention is None
-        x_flat = self.flatten_frames(x)
-        x_flat = _swap(x_flat) if time_major else x_flat
+        # The likelihood scores the float32 data; the networks read it in the compute dtype
+        # (the same tensor in float32: one transpose).
+        data = self.flatten_frames(x, tf.float32)
+        data = _swap(data) if time_major else data
+        x_flat = tf.cast(data, self.compute_dtype)
         params, _, content, style = self._infer(x_flat, time_major=time_major)
         prior_z = self.prior(self.prior_net(style["h_prev"]))  # p(z_t | h_{t-1}): loc, scale
         kl_z = tf.reduce_mean(kl_diag_gaussians(style["loc"], style["scale"], *prior_z))
@@ -178,8 +181,6 @@ class DisentangledVRNN(ContentCodes, ContentStyleGeneration, VRNNBase):
         kl_f = kl_f / tf.cast(tf.shape(x_flat)[0 if time_major else 1], kl_f.dtype)
         params = self.decoder_params(style["phi_z"], style["h_prev"], content,
                                      time_major=time_major)
-        data = self.flatten_frames(x, tf.float32)
-        data = _swap(data) if time_major else data
         return {"nll": self.nll_per_image(params, data), "kl_z": kl_z, "kl_f": kl_f}
 
     def call(self, x, training=False):

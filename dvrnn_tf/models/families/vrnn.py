@@ -27,17 +27,18 @@ class VRNN(VRNNBase):
         self.build()
 
     def compute_terms(self, x, training=False):
-        x_flat = self.flatten_frames(x)
-        eps = self.normal_noise(tf.concat([tf.shape(x_flat)[:2], [self.z_dim]], 0))
+        eps = self.normal_noise(tf.concat([tf.shape(x)[:2], [self.z_dim]], 0))
         # Time-major [T, B, .] throughout: every term is a mean over all (b, t), so the
-        # order of the rows does not matter, and the recurrence needs no transposes.
-        x_tm = _swap(x_flat)
+        # order of the rows does not matter, and the recurrence needs no transposes. The
+        # likelihood scores the float32 data; the networks read it in the compute dtype (the
+        # same tensor in float32: one transpose).
+        data = _swap(self.flatten_frames(x, tf.float32))
+        x_tm = tf.cast(data, self.compute_dtype)
         style = self.infer_style(self.phi_x(x_tm), _swap(eps), time_major=True)
         prior = self.prior(self.prior_net(style["h_prev"]))  # p(z_t | h_{t-1}): loc, scale
         kl_z = tf.reduce_mean(kl_diag_gaussians(style["loc"], style["scale"], *prior))
         params = self.decoder_params(style["phi_z"], style["h_prev"], time_major=True)
-        return {"nll": self.nll_per_image(params, _swap(self.flatten_frames(x, tf.float32))),
-                "kl_z": kl_z}
+        return {"nll": self.nll_per_image(params, data), "kl_z": kl_z}
 
     def call(self, x, training=False):
         """The reconstruction (the decoder's mean at the posterior means): [B, T, H, W, C]."""
