@@ -273,6 +273,41 @@ def test_pareto_front_and_plot(tmp_path):
     assert "99.0 ± 1.0" in table  # swap accuracy in percent
 
 
+def test_the_protocol_table_has_a_row_per_model_in_percent():
+    from dvrnn_tf.experiments.tables import protocol_table
+
+    def stats(m, s):
+        return {"mean": m, "std": s, "n": 1 if s is None else 2}
+    configs = {"a": {"label": "model a", "seeds": {"0": {}, "1": {}}, "aggregate": {
+        "fixed_dynamics[motion]": stats(0.9, 0.1), "fixed_dynamics_is[motion]": stats(8.5, 0.25),
+        "fixed_content[hair]": stats(0.5, 0.0), "reconstruction[hair]": stats(0.75, 0.05),
+        "train_minutes": stats(20.0, 2.0)}},
+        # one seed: JSON stores its NaN std as null
+        "b": {"label": "model b", "seeds": {"0": {}}, "aggregate": {
+            "fixed_dynamics[motion]": stats(0.125, None), "nll_iwae": stats(1.0, None)}}}
+    rows = protocol_table({"configs": configs})
+    assert rows[0] == ("| model | seeds | fixed dyn.: motion % | IS | fixed content: hair % "
+                       "| recon.: hair % | train min |")
+    assert rows[2] == ("| model a | 2 | 90.0 ± 10.0 | 8.50 ± 0.25 | 50.0 ± 0.0 | 75.0 ± 5.0 "
+                       "| 20.0 ± 2.0 |")
+    assert rows[3] == "| model b | 1 | 12.5 | – | – | – | – |"
+    configs["b"]["seeds"]["1"] = {}  # a figure one of two seeds has says so
+    assert protocol_table({"configs": configs})[3].startswith(
+        "| model b | 2 | 12.5 (n=1) | – |")
+    assert protocol_table({"configs": {"b": {**configs["b"], "aggregate": {
+        "nll_iwae": stats(1.0, None)}}}}) == []  # nothing judged: no table
+
+
+def test_the_readme_quotes_the_sprites_table():
+    """README's Sprites rows are the recorded table's (docs/sprites_table.json), not a copy
+    that drifted from it."""
+    from dvrnn_tf.experiments.tables import protocol_table
+
+    rows = protocol_table(json.loads((ROOT / "docs" / "sprites_table.json").read_text()))
+    readme = (ROOT / "README.md").read_text()
+    assert rows and [r for r in rows if r not in readme] == []
+
+
 @pytest.mark.parametrize("line, match", [
     ("just a name", "expected `name"),
     ("a | b | factorized | beta_z=3", "must look like --name=value"),

@@ -130,6 +130,25 @@ def test_the_swap_takes_content_from_a_and_dynamics_from_b(held_out):
     assert out["factors"]["colour"]["accuracy"]["mean"] == pytest.approx(1 / 3)
 
 
+@pytest.mark.parametrize("reads, colour, motion", [("both", 1.0, 1.0), ("z", 1 / 3, 1.0),
+                                                   ("f", 1.0, 1 / 3)])
+def test_the_reconstruction_ceiling_judges_what_the_decoder_keeps(held_out, reads, colour,
+                                                                   motion):
+    """decode(f, z) at the posterior means, every factor against the sequence's own: a factor
+    the decoder drops is lost here, whichever code carries it."""
+    model = OneCodeModel(reads)
+    x, labels = held_out
+    codes, got = protocol.encode_codes(model, [(x, labels)])
+    out = protocol.reconstruction_ceiling(model, stub_judge, codes, got, ROLES, batch_size=5)
+    assert out["num_sequences"] == 36
+    assert out["factors"]["colour"]["accuracy"] == pytest.approx(colour)
+    assert out["factors"]["motion"]["accuracy"] == pytest.approx(motion)
+    kept = out["factors"]["motion" if reads == "z" else "colour"]
+    assert kept["inception_score"] == pytest.approx(3.0) and kept["chance"] == pytest.approx(1 / 3)
+    assert protocol.summary({"reconstruction": out})["reconstruction[colour]"] == \
+        pytest.approx(colour)
+
+
 def test_swap_partners_differ_in_every_factor_and_follow_the_seed(held_out):
     _, labels = held_out
     p = protocol.swap_partners(labels, ["colour", "motion"], seed=1)
@@ -305,6 +324,9 @@ def test_evaluate_writes_the_protocol_into_eval_json_and_the_report(sprites_run,
         assert written["summary"][f"{test}[{judged[0]}]"] == r["factors"][judged[0]][
             "accuracy"]["mean"]
     assert "fixed_dynamics_is[motion]" in result["summary"]
+    ceiling = written["reconstruction"]["factors"]
+    assert sorted(ceiling) == ["body", "bottomwear", "hair", "motion", "topwear"]
+    assert written["summary"]["reconstruction[hair]"] == ceiling["hair"]["accuracy"]
     assert (tmp_path / "report.png").stat().st_size > 50_000
 
 

@@ -71,10 +71,24 @@ def aggregate(per_seed: dict) -> dict:
     return out
 
 
+def _row_cells(row: dict, cols: list) -> list:
+    """A row's cells; a figure fewer of its seeds measured says how many (e.g. a metric the
+    package gained after some runs were evaluated)."""
+    cells = []
+    for key, _, scale, digits in cols:
+        stats = row["aggregate"].get(key)
+        text = _cell(stats, scale, digits)
+        if stats is not None and stats.get("n", 0) < len(row["seeds"]):
+            text += f" (n={stats['n']})"
+        cells.append(text)
+    return cells
+
+
 def _cell(stats, scale, digits):
     if stats is None:
         return "–"
-    mean, std = stats["mean"], stats["std"]
+    # A single seed's std is NaN, which JSON stores as null.
+    mean, std = stats["mean"], math.nan if stats["std"] is None else stats["std"]
     if scale is None:  # active units: a count of units
         text = f"{mean:.1f}" if mean != int(mean) else f"{int(mean)}"
         if math.isfinite(std) and std > 0:
@@ -87,18 +101,36 @@ def _cell(stats, scale, digits):
 
 def _protocol_columns(keys) -> list:
     """Columns of the protocol's summary keys (`dvrnn_tf.metrics.protocol.summary`) among
-    `keys`: fixed dynamics (accuracy, IS, H(y|x)), fixed content, then the swap, per factor."""
+    `keys`: fixed dynamics (accuracy, IS, H(y|x)), fixed content, the swap, then the judged
+    reconstructions (the ceiling), per factor."""
     heads = {"fixed_dynamics": ("fixed dyn.: {} %", 100, 1), "fixed_dynamics_is": ("IS", 1, 2),
              # \\| keeps the markdown cell whole
              "fixed_dynamics_h_y_given_x": ("H(y\\|x)", 1, 3),
              "fixed_content": ("fixed content: {} %", 100, 1),
-             "factor_swap": ("swap: {} %", 100, 1)}
+             "factor_swap": ("swap: {} %", 100, 1),
+             "reconstruction": ("recon.: {} %", 100, 1)}
     cols = []
     for test, (head, scale, digits) in heads.items():
         for key in keys:
             if key.startswith(test + "[") and key.endswith("]"):
                 cols.append((key, head.format(key[len(test) + 1:-1]), scale, digits))
     return cols
+
+
+def protocol_table(results: dict) -> list:
+    """The field's protocol alone, a row per configuration (the table README quotes): seeds,
+    the protocol's columns and the training time; [] when no row was judged."""
+    keys = list(dict.fromkeys(k for r in results["configs"].values() for k in r["aggregate"]))
+    cols = _protocol_columns(keys)
+    if not cols:
+        return []
+    cols.append(("train_minutes", "train min", 1, 1))
+    rows = ["| model | seeds | " + " | ".join(c[1] for c in cols) + " |",
+            "|" + "---|" * (2 + len(cols))]
+    for r in results["configs"].values():
+        cells = _row_cells(r, cols)
+        rows.append(f"| {r['label']} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def _kept_runs(results: dict) -> list:
@@ -123,7 +155,7 @@ def _table(results: dict, cols: list) -> list:
     head = "| model | KL weights | flags | seeds | " + " | ".join(c[1] for c in cols) + " |"
     rows = [head, "|" + "---|" * (4 + len(cols))]
     for r in results["configs"].values():
-        cells = [_cell(r["aggregate"].get(key), scale, digits) for key, _, scale, digits in cols]
+        cells = _row_cells(r, cols)
         flags = " ".join([r["flagfile"], *r.get("overrides", [])])
         rows.append(f"| {r['label']} | {r['betas']} | `{flags}` | {len(r['seeds'])} | "
                     + " | ".join(cells) + " |")
@@ -140,8 +172,9 @@ def _chance_text(results: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in chance.items()) or "n/a"
 
 
-def _column_notes(ev: dict) -> list:
-    """What each column means, under the evaluation options `ev`."""
+def _column_notes(ev: dict, protocol: bool) -> list:
+    """What each column means, under the evaluation options `ev` (protocol: whether the
+    table has the field's protocol's columns)."""
     split = ev.get("split", "test")
     return [
         f"Columns (held-out split: `{split}`"
@@ -173,7 +206,14 @@ def _column_notes(ev: dict) -> list:
         "the simplex), Hungarian-matched to the classes; NMI of the same clusters; **k-means "
         "acc**: k-means on f for every prior.",
         "- **train min**: the training process's fit time.",
-    ]
+    ] + ([
+        "- **fixed dyn., fixed content, swap** (the field's protocol, docs/sprites.md): "
+        "generations with one code kept from a held-out sequence and the other drawn from its "
+        "prior or lent by another sequence, judged per factor by the source's sequence judge; "
+        "**recon.**: the judge on the reconstructions (neither code replaced), the ceiling of "
+        "the tests; – where a run was evaluated before the package measured it.",
+        "- **(n=k)** after a figure: the mean of the k seeds of the row that measured it.",
+    ] if protocol else [])
 
 
 def write_table(results: dict, out_md: pathlib.Path):
@@ -188,6 +228,9 @@ def write_table(results: dict, out_md: pathlib.Path):
         "",
         *_table(results, _columns(results)),
         "",
+        *([f"The field's protocol alone ({results['eval_options'].get('split', 'test')} "
+           "split, this package's judge; README quotes it):", "", *short, ""]
+          if (short := protocol_table(results)) else []),
         *([f"Not measured yet (rerun the command to train and evaluate them): "
            f"{', '.join(results['missing_runs'])}.", ""] if results.get("missing_runs") else []),
         *([f"Kept as an earlier invocation recorded them (`--keep_recorded`: same settings and "
@@ -195,7 +238,7 @@ def write_table(results: dict, out_md: pathlib.Path):
           if (kept := _kept_runs(results)) else []),
         *([f"![Pareto plot]({os.path.relpath(results['pareto_png'], out_md.parent)})", ""]
           if results.get("pareto_png") else []),
-        *_column_notes(results["eval_options"]),
+        *_column_notes(results["eval_options"], bool(short)),
         "",
         f"Chance levels: {_chance_text(results)}.",
         "",

@@ -12,6 +12,9 @@ topwear, hair; motion) gets three tests of a model with f and z (`encode(x, samp
 * factor_swap: f of A with z_{1:T} of B (B differs from A in every judged factor); content
   factors judged against A, dynamics against B.
 
+Beside them, `reconstruction_ceiling`: the judge on decode(f, z) with neither code replaced,
+what the decoder keeps of each factor at all (the ceiling of the tests).
+
 Each test reports, per judged factor, the accuracy over every sequence and, on a
 class-balanced subset, IS, H(y|x), H(y) (`judge_scores`), as mean and std over `draws` draws of
 the prior samples (the swap: of the pairing); beside them, the factors the kept code should
@@ -250,6 +253,25 @@ def _generate(test, model, predict, codes, own, roles, seed, batch_size):
     return _judged(predict, make, n, batch_size), truth, other
 
 
+def reconstruction_ceiling(model, predict, codes, labels, roles, *, seed: int = 0,
+                           batch_size: int = 64) -> dict:
+    """The judge on the model's reconstructions, decode(f, z) at both posterior means, every
+    factor against the sequence's own: what the decoder keeps of each factor with no code
+    replaced, the ceiling of the tests (a factor it loses here no disentangling can keep)."""
+    content, dynamics = roles
+    factors = content + dynamics
+    own = {f.name: np.asarray(labels[f.name]) for f in factors}
+    make = lambda a, b: model.decode(codes["f"][a:b], codes["z"][a:b])  # noqa: E731
+    scored = _draw_scores(_judged(predict, make, len(codes["f"]), batch_size), own, factors,
+                          (), seed)
+    return {"factors": {f.name: {**scored[f.name], "chance": 1.0 / f.num_classes}
+                        for f in factors},
+            "protocol": "decode(f, z) at each sequence's posterior means, every factor judged "
+                        "against the sequence: the ceiling of the tests",
+            "num_sequences": int(len(codes["f"])), "seed": int(seed),
+            "balanced_subset": f"class-balanced per factor, seed {int(seed)}"}
+
+
 _AGAINST = {
     "fixed_dynamics": ("each sequence's posterior z_{1:T} (means) with f ~ p(f): dynamics "
                        "judged against the sequence; content against it too (should be chance)"),
@@ -293,8 +315,9 @@ def held_out_batches(held_out, limit: int = 0, batch_size: int = 64):
 def measure(model, source, held_out, tests, *, split: str, judge_dir=None, judge_seed: int = 0,
             judge_epochs: int = 0, sequences: int = 0, draws: int = DEFAULT_DRAWS,
             seed: int = 0, batch_size: int = 64) -> dict:
-    """{"sequence_judge": its record, test: `run_test`'s result for each of `tests`}, every
-    test on the same `sequences` held-out sequences of `held_out` (0: all of the split)."""
+    """{"sequence_judge": its record, "reconstruction": `reconstruction_ceiling`, test:
+    `run_test`'s result for each of `tests`}, every test on the same `sequences` held-out
+    sequences of `held_out` (0: all of the split)."""
     import time
 
     roles = factor_roles(source)
@@ -303,7 +326,8 @@ def measure(model, source, held_out, tests, *, split: str, judge_dir=None, judge
     record = {**judge_record(info), "load_or_train_seconds": time.perf_counter() - start}
     codes, labels = encode_codes(model, held_out_batches(held_out, sequences, batch_size))
     predict = judge_predictor(judge, batch_size)
-    out = {"sequence_judge": record}
+    out = {"sequence_judge": record, "reconstruction": reconstruction_ceiling(
+        model, predict, codes, labels, roles, seed=seed, batch_size=batch_size)}
     for test in tests:
         start = time.perf_counter()
         r = run_test(test, model, predict, codes, labels, roles, draws=draws, seed=seed,
@@ -342,8 +366,10 @@ def figure_sequences(model, x, seed: int = 0, rows: int = 3, samples: int = 2) -
 
 def summary(result) -> dict:
     """Headline numbers of the tests in an evaluation's result, flat: per judged factor the
-    mean accuracy; for the fixed tests also the mean IS and H(y|x)."""
-    s = {}
+    mean accuracy; for the fixed tests also the mean IS and H(y|x); the reconstructions'
+    accuracy per factor (`reconstruction_ceiling`)."""
+    s = {f"reconstruction[{name}]": scores["accuracy"]
+         for name, scores in result.get("reconstruction", {}).get("factors", {}).items()}
     for test in METRICS:
         for name, scores in result.get(test, {}).get("factors", {}).items():
             s[f"{test}[{name}]"] = scores["accuracy"]["mean"]
