@@ -117,10 +117,15 @@ def _protocol_columns(keys) -> list:
     return cols
 
 
+def _summary_keys(results: dict) -> list:
+    """Every summary key some row has, in the rows' order."""
+    return list(dict.fromkeys(k for r in results["configs"].values() for k in r["aggregate"]))
+
+
 def protocol_table(results: dict) -> list:
     """The field's protocol alone, a row per configuration (the table README quotes): seeds,
     the protocol's columns and the training time; [] when no row was judged."""
-    keys = list(dict.fromkeys(k for r in results["configs"].values() for k in r["aggregate"]))
+    keys = _summary_keys(results)
     cols = _protocol_columns(keys)
     if not cols:
         return []
@@ -140,7 +145,7 @@ def _kept_runs(results: dict) -> list:
 
 def _columns(results: dict) -> list:
     """The COLUMNS some row has a value for (the protocol's expanded per factor)."""
-    keys = list(dict.fromkeys(k for r in results["configs"].values() for k in r["aggregate"]))
+    keys = _summary_keys(results)
     cols = []
     for c in COLUMNS:
         if c is PROTOCOL:
